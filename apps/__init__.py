@@ -1,0 +1,1 @@
+"""Entry points: the flywheel CLI, background loop, chat, Slack app and HTTP API."""

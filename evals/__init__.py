@@ -1,0 +1,1 @@
+"""Scenarios, baselines, scorers, scorecard and benchmarks."""

@@ -1,0 +1,114 @@
+"""The audit trail: one append-only Redis stream of every change, who/what/why/when."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from fleet.clock import Clock, SystemClock
+from fleet.keys import Keys
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit record as read back from the stream."""
+
+    id: str
+    """Redis stream id (monotonic)."""
+    ts: float
+    """When it happened (the injected clock's seconds)."""
+    actor: str
+    """Who or what did it: ``agent:deployment``, ``human:alice``, ``system``."""
+    action: str
+    """What was done, dotted: ``registry.promote``, ``incident.open``."""
+    service: str
+    """Service it concerns ('' for fleet-wide)."""
+    reason: str
+    """Why, in one line."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """Structured extras (version numbers, digests, evidence)."""
+
+
+class Audit:
+    """Appends to and reads the audit stream. Entries are never edited or deleted."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, clock: Clock | None = None):
+        self.r = r
+        self.keys = keys
+        self.clock = clock or SystemClock()
+
+    def fields(
+        self, actor: str, action: str, *, service: str = "", reason: str = "", **details: Any
+    ) -> dict[str, str]:
+        """Return the stream fields of one entry (to add inside a caller's pipeline)."""
+        return {
+            "ts": repr(self.clock.now()),
+            "actor": actor,
+            "action": action,
+            "service": service,
+            "reason": reason,
+            "details": json.dumps(details, sort_keys=True, default=str),
+        }
+
+    def record(
+        self, actor: str, action: str, *, service: str = "", reason: str = "", **details: Any
+    ) -> str:
+        """Append one entry and return its stream id."""
+        return str(
+            self.r.xadd(
+                self.keys.audit,
+                self.fields(actor, action, service=service, reason=reason, **details),
+            )
+        )
+
+    def add_to(
+        self,
+        pipe: redis.client.Pipeline,
+        actor: str,
+        action: str,
+        *,
+        service: str = "",
+        reason: str = "",
+        **details: Any,
+    ) -> None:
+        """Queue one entry on ``pipe`` so it commits atomically with the change it describes."""
+        pipe.xadd(
+            self.keys.audit, self.fields(actor, action, service=service, reason=reason, **details)
+        )
+
+    def read(
+        self, *, service: str | None = None, action_prefix: str = "", count: int = 100
+    ) -> list[AuditEntry]:
+        """Return the most recent entries, newest last, optionally filtered.
+
+        Args:
+            service: only entries about this service.
+            action_prefix: only actions starting with this, e.g. ``"registry."``.
+            count: at most this many entries (filters apply to the last ``count * 20`` scanned).
+        """
+        scan = count if service is None and not action_prefix else count * 20
+        raw = self.r.xrevrange(self.keys.audit, count=scan)
+        out: list[AuditEntry] = []
+        for sid, f in raw:
+            if service is not None and f.get("service") != service:
+                continue
+            if action_prefix and not f.get("action", "").startswith(action_prefix):
+                continue
+            out.append(
+                AuditEntry(
+                    id=sid,
+                    ts=float(f.get("ts", 0)),
+                    actor=f.get("actor", ""),
+                    action=f.get("action", ""),
+                    service=f.get("service", ""),
+                    reason=f.get("reason", ""),
+                    details=json.loads(f.get("details") or "{}"),
+                )
+            )
+            if len(out) >= count:
+                break
+        out.reverse()
+        return out

@@ -1,0 +1,164 @@
+"""The one place that names Redis keys: every key flywheel reads or writes is built here.
+
+Layout (``P`` is the prefix, ``fw`` by default; tests use a unique prefix per test). Every key that
+belongs to one service carries the hash tag ``{svc}`` so all of a service's keys land in one Redis
+Cluster slot and can be touched by one pipeline or Lua script.
+
+====================================  ========  ==================================================
+key                                   type      holds
+====================================  ========  ==================================================
+``P:services``                        set       names of all registered services
+``P:{svc}:service``                   hash      task, schema, policy, champion, challenger, split,
+                                                mode, generation (bumped on every pointer change)
+``P:{svc}:versions``                  string    counter of the last version number issued
+``P:{svc}:version:N``                 hash      one model version (artifact, sha256, lineage, ...)
+``P:{svc}:faults``                    hash      injected serving faults per version (replayer)
+``P:{svc}:tel``                       stream    prediction events, capped with MAXLEN ~
+``P:{svc}:labels``                    stream    ground-truth labels by request id, capped
+``P:{svc}:quarantine``                set       quarantined windows (never trained on again)
+``P:{svc}:mon``                       hash      monitor aggregates / detector state
+``P:{svc}:lock``                      string    one action at a time per service (lease)
+``P:dlq``                             stream    rejected telemetry with the reason
+``P:audit``                           stream    every change, who/what/why/when, append-only
+``P:incident:ID``                     hash      one incident
+``P:incidents:open``                  set       ids of open incidents
+``P:incident:fp:{svc}:KIND``          string    fingerprint -> open incident id (dedupe)
+``P:approval:ID``                     hash      one approval request and its decision
+``P:approvals:pending``               zset      pending approval ids scored by expiry
+``P:act:KEY``                         hash      idempotency record of one side effect
+``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
+``P:schema``                          hash      applied key-schema migrations
+====================================  ========  ==================================================
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def check_service_name(name: str) -> str:
+    """Return ``name`` if it is a valid service name, else raise ``ValueError``.
+
+    Service names go into Redis keys and URLs, so they are restricted to lowercase letters,
+    digits, ``_``, ``.`` and ``-`` (1 to 63 characters, starting with a letter or digit).
+
+    >>> check_service_name("elec")
+    'elec'
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"invalid service name {name!r}: use 1-63 lowercase letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds every Redis key from one prefix.
+
+    >>> Keys("fw").service("elec")
+    'fw:{elec}:service'
+    >>> Keys("fw").version("elec", 3)
+    'fw:{elec}:version:3'
+    """
+
+    prefix: str = "fw"
+
+    def _svc(self, svc: str, suffix: str) -> str:
+        return f"{self.prefix}:{{{svc}}}:{suffix}"
+
+    # --- global keys ---------------------------------------------------------------
+    @property
+    def services(self) -> str:
+        """Set of all service names."""
+        return f"{self.prefix}:services"
+
+    @property
+    def dlq(self) -> str:
+        """Dead-letter stream of rejected telemetry."""
+        return f"{self.prefix}:dlq"
+
+    @property
+    def audit(self) -> str:
+        """Append-only audit stream."""
+        return f"{self.prefix}:audit"
+
+    @property
+    def schema(self) -> str:
+        """Hash of applied key-schema migrations."""
+        return f"{self.prefix}:schema"
+
+    @property
+    def incidents_open(self) -> str:
+        """Set of open incident ids."""
+        return f"{self.prefix}:incidents:open"
+
+    @property
+    def incidents_all(self) -> str:
+        """Sorted set of every incident id scored by open time."""
+        return f"{self.prefix}:incidents:all"
+
+    def incident(self, incident_id: str) -> str:
+        """Hash of one incident."""
+        return f"{self.prefix}:incident:{incident_id}"
+
+    def incident_fingerprint(self, svc: str, kind: str) -> str:
+        """Pointer from a (service, kind) fingerprint to its open incident."""
+        return f"{self.prefix}:incident:fp:{{{svc}}}:{kind}"
+
+    @property
+    def approvals_pending(self) -> str:
+        """Sorted set of pending approval ids scored by expiry time."""
+        return f"{self.prefix}:approvals:pending"
+
+    def approval(self, approval_id: str) -> str:
+        """Hash of one approval request."""
+        return f"{self.prefix}:approval:{approval_id}"
+
+    def action(self, key: str) -> str:
+        """Idempotency record of one side effect."""
+        return f"{self.prefix}:act:{key}"
+
+    def checkpoint_prefix(self) -> str:
+        """Prefix under which the LangGraph checkpointer keeps its keys."""
+        return f"{self.prefix}:cp"
+
+    # --- per-service keys ----------------------------------------------------------
+    def service(self, svc: str) -> str:
+        """Hash describing one service."""
+        return self._svc(svc, "service")
+
+    def version_counter(self, svc: str) -> str:
+        """Counter of the last version number issued for ``svc``."""
+        return self._svc(svc, "versions")
+
+    def version(self, svc: str, number: int) -> str:
+        """Hash describing one model version."""
+        return self._svc(svc, f"version:{int(number)}")
+
+    def faults(self, svc: str) -> str:
+        """Hash of injected serving faults per version."""
+        return self._svc(svc, "faults")
+
+    def telemetry(self, svc: str) -> str:
+        """Stream of prediction events."""
+        return self._svc(svc, "tel")
+
+    def labels(self, svc: str) -> str:
+        """Stream of ground-truth labels."""
+        return self._svc(svc, "labels")
+
+    def quarantine(self, svc: str) -> str:
+        """Set of quarantined stream windows."""
+        return self._svc(svc, "quarantine")
+
+    def monitor(self, svc: str) -> str:
+        """Hash of monitor aggregates and detector state."""
+        return self._svc(svc, "mon")
+
+    def lock(self, svc: str) -> str:
+        """Lease that allows one action at a time per service."""
+        return self._svc(svc, "lock")

@@ -1,0 +1,144 @@
+"""Service definitions as data: the feature schema a service accepts and the policy it runs under."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fleet.errors import InvalidInput
+
+Task = Literal["classification", "regression"]
+Action = Literal["rollback", "quarantine", "shadow", "canary", "retrain", "promote", "retire"]
+
+
+class FeatureSpec(BaseModel):
+    """One input feature of a service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    """Feature name as it appears in request bodies."""
+    dtype: Literal["float", "int", "bool"] = "float"
+    """Value type; requests with another JSON type are rejected with a 422."""
+    min: float | None = None
+    """Lowest expected value; values below are served but counted by the quality detector."""
+    max: float | None = None
+    """Highest expected value; values above are served but counted by the quality detector."""
+    nullable: bool = True
+    """Whether ``null`` is accepted (served as NaN, counted by the quality detector)."""
+
+
+class FeatureSchema(BaseModel):
+    """The ordered features a service's model takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    features: tuple[FeatureSpec, ...]
+    """Features in the column order the model expects."""
+
+    @field_validator("features")
+    @classmethod
+    def _unique(cls, v: tuple[FeatureSpec, ...]) -> tuple[FeatureSpec, ...]:
+        names = [f.name for f in v]
+        if not names:
+            raise ValueError("a feature schema needs at least one feature")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature names: {dupes}")
+        return v
+
+    @property
+    def names(self) -> list[str]:
+        """Feature names in column order."""
+        return [f.name for f in self.features]
+
+    def row(self, values: dict[str, Any], *, where: str = "features") -> list[float]:
+        """Validate one feature dict and return it as a float row (``None`` becomes NaN).
+
+        Raises:
+            InvalidInput: naming the first bad field, what was received and what is allowed.
+        """
+        if not isinstance(values, dict):
+            raise InvalidInput(f"{where}: expected an object of features, got {_kind(values)}")
+        unknown = set(values) - {f.name for f in self.features}
+        if unknown:
+            raise InvalidInput(
+                f"{where}: unknown feature(s) {sorted(unknown)}; allowed: {self.names}"
+            )
+        out: list[float] = []
+        for spec in self.features:
+            if spec.name not in values:
+                raise InvalidInput(f"{where}.{spec.name}: missing (required feature)")
+            out.append(_coerce(spec, values[spec.name], f"{where}.{spec.name}"))
+        return out
+
+    @classmethod
+    def numeric(cls, names: list[str], **ranges: tuple[float, float]) -> FeatureSchema:
+        """Build a schema of float features, with optional ``name=(min, max)`` ranges."""
+        return cls(
+            features=tuple(
+                FeatureSpec(name=n, min=ranges[n][0], max=ranges[n][1])
+                if n in ranges
+                else FeatureSpec(name=n)
+                for n in names
+            )
+        )
+
+
+def _kind(v: Any) -> str:
+    return {str: "string", bool: "boolean", list: "array", dict: "object"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _coerce(spec: FeatureSpec, v: Any, where: str) -> float:
+    if v is None:
+        if not spec.nullable:
+            raise InvalidInput(f"{where}: null is not allowed (feature is not nullable)")
+        return math.nan
+    if spec.dtype == "bool":
+        if not isinstance(v, bool):
+            raise InvalidInput(f"{where}: expected boolean, got {_kind(v)} {v!r}")
+        return float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidInput(f"{where}: expected number, got {_kind(v)} {v!r:.40}")
+    if spec.dtype == "int" and float(v) != int(v):
+        raise InvalidInput(f"{where}: expected integer, got {v!r}")
+    return float(v)
+
+
+class Policy(BaseModel):
+    """What a service's agents may do on their own, and the limits they run under."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    needs_approval: frozenset[Action] = frozenset({"promote", "retire"})
+    """Actions that stop for a human decision before they execute."""
+    approvers: tuple[str, ...] = ("oncall",)
+    """Identities allowed to decide approvals for this service."""
+    approval_ttl_s: float = 900.0
+    """Seconds before a pending approval expires (auto-deny and escalate)."""
+    max_canary_pct: float = 10.0
+    """Largest share of traffic (percent) a canary may take without approval."""
+    min_improvement: float = 0.01
+    """Holdout metric gain a candidate needs over the champion to go to canary."""
+    canary_min_samples: int = 300
+    """Labelled canary predictions needed before the analysis can pass or fail."""
+    cooldown_s: float = 600.0
+    """Seconds after an action on a service before the next automatic action."""
+    max_rollbacks_per_hour: int = 3
+    """Rollbacks beyond this in one hour escalate instead."""
+    max_retrain_failures: int = 2
+    """Consecutive failed retrains before escalating."""
+    train_window: int = 5000
+    """Labelled rows a retrain uses (most recent)."""
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    """Share of the most recent labelled window held out to compare candidate and champion."""
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    """Per-detector threshold overrides (names documented in fleet/monitor)."""
+
+    def requires_approval(self, action: str) -> bool:
+        """Return whether ``action`` needs a human decision under this policy."""
+        return action in self.needs_approval

@@ -1,0 +1,1 @@
+"""LangGraph assembly: incident and chat graphs, state schemas, the Redis checkpointer."""

@@ -1,0 +1,1 @@
+"""One prompt template per agent, loaded as package data."""

@@ -1,0 +1,1 @@
+"""The agents: supervisor and specialists, and their brains (litellm or the runbook brain)."""

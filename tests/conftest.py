@@ -1,0 +1,84 @@
+"""Shared fixtures: a real redis-server per test session, a fresh key prefix per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from fleet.clock import ManualClock  # noqa: E402
+from fleet.embedded_redis import EmbeddedRedis, find_redis_server  # noqa: E402
+from fleet.keys import Keys  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A real redis-server on a free port with a temp dir; fails loudly if it is not installed."""
+    try:
+        find_redis_server()
+    except Exception as exc:  # the message says how to install it
+        pytest.exit(str(exc), returncode=3)
+    server = EmbeddedRedis(data_dir=tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """URL of the session's Redis."""
+    return redis_server.url
+
+
+@pytest.fixture()
+def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A decoding client on the session's Redis."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def keys(r: redis.Redis, worker_id: str) -> Iterator[Keys]:
+    """A key layout under a prefix unique to this test; its keys are deleted afterwards."""
+    prefix = f"test:{worker_id}:{uuid.uuid4().hex[:10]}"
+    yield Keys(prefix)
+    for batch in _scan_batches(r, f"{prefix}:*"):
+        r.delete(*batch)
+
+
+def _scan_batches(r: redis.Redis, pattern: str, size: int = 500) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for k in r.scan_iter(match=pattern, count=1000):
+        batch.append(k)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@pytest.fixture()
+def worker_id() -> str:
+    """xdist worker id when run in parallel, else ``main``."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture()
+def clock() -> ManualClock:
+    """Simulated time, starting at a fixed instant."""
+    return ManualClock(1_700_000_000.0)
+
+
+@pytest.fixture()
+def artifacts_dir(tmp_path: Path) -> Path:
+    """A temp directory for model artifacts."""
+    d = tmp_path / "artifacts"
+    d.mkdir()
+    return d

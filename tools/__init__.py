@@ -1,0 +1,1 @@
+"""LangChain tools the agents call: thin, typed adapters over fleet/."""
