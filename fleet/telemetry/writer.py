@@ -1,0 +1,141 @@
+"""Writes telemetry into capped per-service streams in bulk, and dead-letters what is invalid.
+
+Throughput comes from batching: one Lua call appends a whole batch of encoded events to a stream
+(``XADD ... MAXLEN ~ N`` per event, server-side), so the client encodes one command per batch
+instead of one per event. ``MAXLEN ~`` keeps memory bounded at roughly ``maxlen`` entries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from fleet.clock import Clock, SystemClock
+from fleet.errors import InvalidInput
+from fleet.keys import Keys
+from fleet.telemetry.events import LabelEvent, PredictionEvent, validate_label, validate_prediction
+
+_XADD_MANY = """
+local n = 0
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i])
+  n = n + 1
+end
+return n
+"""
+
+DEFAULT_MAXLEN = 200_000
+DLQ_MAXLEN = 100_000
+RAW_LIMIT = 2_000
+"""Characters of a rejected event kept in the dead-letter stream."""
+
+
+@dataclass
+class IngestResult:
+    """What one ingest call accepted and rejected."""
+
+    accepted: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    """First few rejection reasons, for the caller's response."""
+
+
+class TelemetryWriter:
+    """Appends prediction and label events; rejects invalid ones to the dead-letter stream."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        keys: Keys,
+        *,
+        clock: Clock | None = None,
+        maxlen: int = DEFAULT_MAXLEN,
+        chunk: int = 1_000,
+    ):
+        self.r = r
+        self.keys = keys
+        self.clock = clock or SystemClock()
+        self.maxlen = maxlen
+        self.chunk = chunk
+        self._xadd_many = r.register_script(_XADD_MANY)
+
+    def append_encoded(
+        self, stream_key: str, payloads: Sequence[str], pipe: Any | None = None
+    ) -> None:
+        """Append already-encoded events to one stream (in chunks of ``chunk``)."""
+        for i in range(0, len(payloads), self.chunk):
+            self._xadd_many(
+                keys=[stream_key], args=[self.maxlen, *payloads[i : i + self.chunk]], client=pipe
+            )
+
+    def write_predictions(self, service: str, events: Iterable[PredictionEvent]) -> int:
+        """Append trusted prediction events (built by our gateway); return how many."""
+        payloads = [e.encode() for e in events]
+        self.append_encoded(self.keys.telemetry(service), payloads)
+        return len(payloads)
+
+    def write_labels(self, service: str, labels: Iterable[LabelEvent]) -> int:
+        """Append trusted label events; return how many."""
+        payloads = [e.encode() for e in labels]
+        self.append_encoded(self.keys.labels(service), payloads)
+        return len(payloads)
+
+    def ingest_predictions(
+        self, service: str, raw_events: Sequence[Any], n_features: int
+    ) -> IngestResult:
+        """Validate untrusted prediction events; append the good, dead-letter the bad."""
+        good: list[str] = []
+        res = IngestResult()
+        for i, raw in enumerate(raw_events):
+            try:
+                good.append(validate_prediction(raw, n_features).encode())
+            except (InvalidInput, ValueError, TypeError) as exc:
+                self._reject(res, service, "prediction", i, raw, str(exc))
+        self.append_encoded(self.keys.telemetry(service), good)
+        res.accepted = len(good)
+        return res
+
+    def ingest_labels(self, service: str, raw_labels: Sequence[Any]) -> IngestResult:
+        """Validate untrusted labels; append the good, dead-letter the bad."""
+        now = self.clock.now()
+        good: list[str] = []
+        res = IngestResult()
+        for i, raw in enumerate(raw_labels):
+            try:
+                good.append(validate_label(raw, now).encode())
+            except (InvalidInput, ValueError, TypeError) as exc:
+                self._reject(res, service, "label", i, raw, str(exc))
+        self.append_encoded(self.keys.labels(service), good)
+        res.accepted = len(good)
+        return res
+
+    def dead_letter(self, service: str, kind: str, raw: Any, reason: str) -> None:
+        """Put one rejected event in the dead-letter stream with the reason."""
+        try:
+            text = json.dumps(raw, default=repr)[:RAW_LIMIT]
+        except (TypeError, ValueError):
+            text = repr(raw)[:RAW_LIMIT]
+        self.r.xadd(
+            self.keys.dlq,
+            {"ts": repr(self.clock.now()), "service": service, "kind": kind,
+             "reason": reason[:500], "raw": text},
+            maxlen=DLQ_MAXLEN,
+            approximate=True,
+        )
+
+    def _reject(
+        self, res: IngestResult, service: str, kind: str, index: int, raw: Any, reason: str
+    ) -> None:
+        res.rejected += 1
+        if len(res.reasons) < 10:
+            res.reasons.append(f"[{index}] {reason}")
+        self.dead_letter(service, kind, raw, f"[{index}] {reason}")
+
+    def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        """The most recent dead-letter entries, newest last."""
+        rows = self.r.xrevrange(self.keys.dlq, count=count)
+        return [dict(f, id=i) for i, f in reversed(rows)]
