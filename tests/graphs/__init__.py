@@ -1,0 +1,1 @@
+"""Tests of the LangGraph assembly: the Redis checkpointer and graphs."""
