@@ -1,4 +1,4 @@
-"""Service definitions as data: the feature schema a service accepts and the policy it runs under."""
+"""Service definitions as data: the feature schema a service accepts and its policy."""
 
 from __future__ import annotations
 

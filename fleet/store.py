@@ -1,7 +1,7 @@
 """The Redis connection: one function builds a client from a URL, honouring AUTH and TLS.
 
-``redis://user:pass@host:port/db`` gives AUTH (ACL user or legacy password); ``rediss://`` gives TLS,
-with ``ssl_ca_certs`` / ``ssl_cert_reqs`` taken from the URL query as redis-py understands them.
+``redis://user:pass@host:port/db`` gives AUTH (ACL user or legacy password); ``rediss://`` gives
+TLS, with ``ssl_ca_certs`` / ``ssl_cert_reqs`` taken from the URL query as redis-py reads them.
 Clients decode responses to ``str`` because every value flywheel stores is text or JSON.
 """
 

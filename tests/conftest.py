@@ -12,9 +12,9 @@ import redis
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from fleet.clock import ManualClock  # noqa: E402
-from fleet.embedded_redis import EmbeddedRedis, find_redis_server  # noqa: E402
-from fleet.keys import Keys  # noqa: E402
+from fleet.clock import ManualClock
+from fleet.embedded_redis import EmbeddedRedis, find_redis_server
+from fleet.keys import Keys
 
 
 @pytest.fixture(scope="session")

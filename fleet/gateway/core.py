@@ -187,10 +187,10 @@ class Gateway:
         key = self.writer.keys.telemetry(service)
         for j, i in enumerate(idx.tolist()):
             e = err
-            if e is None and fault is not None and fault.error_rate > 0:
-                # Deterministic per request id so a replay injects the same errors.
-                if bucket(f"err:{rids[i]}") < fault.error_rate:
-                    e = "injected error"
+            # Deterministic per request id so a replay injects the same errors.
+            if (e is None and fault is not None and fault.error_rate > 0
+                    and bucket(f"err:{rids[i]}") < fault.error_rate):
+                e = "injected error"
             p = None if e else preds[j]
             self.buffer.add(
                 key,

@@ -1,4 +1,4 @@
-"""Prediction and label events in capped per-service Redis streams, a dead-letter stream, a reader."""
+"""Prediction and label events in capped per-service streams, a dead-letter stream, a reader."""
 
 from fleet.telemetry.buffer import TelemetryBuffer
 from fleet.telemetry.events import LabelEvent, PredictionEvent

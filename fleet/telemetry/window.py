@@ -52,7 +52,7 @@ class LabelledWindow:
         start: int = 0,
     ) -> LabelledWindow:
         """Wrap plain arrays (a dataset slice) as a window; ids are row numbers from ``start``."""
-        n = int(len(y))
+        n = len(y)
         return cls(
             service=service,
             X=np.asarray(X, dtype=np.float64),

@@ -1,0 +1,155 @@
+"""The ``flywheel`` command line (typer + rich). Commands stay thin: they wire and render.
+
+Domain errors become one line on stderr and exit code 1; bad arguments one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from apps.settings import Settings
+from fleet.errors import FleetError
+
+try:  # typer >= 0.26 vendors click; older versions use click itself
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # type: ignore
+
+app = typer.Typer(
+    name="flywheel",
+    help="Run machine-learning models in production by themselves: monitor, retrain, redeploy.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+class DatasetName(StrEnum):
+    """Streams the replayer can send."""
+
+    elec = "elec"
+    sea_abrupt = "sea_abrupt"
+    sea_gradual = "sea_gradual"
+    hyperplane = "hyperplane"
+    stationary = "stationary"
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@app.command()
+def services() -> None:
+    """List registered services with their champion and challenger."""
+    from apps.runtime import open_fleet
+    from apps.views import services_table
+
+    with open_fleet(_settings()) as fleet:
+        if fleet.embedded is not None:
+            err.print("note: REDIS_URL is not set; this is a fresh private Redis (empty fleet)")
+        console.print(services_table(fleet.registry))
+
+
+@app.command()
+def versions(service: str = typer.Argument(..., help="service name")) -> None:
+    """List the model versions of SERVICE with lineage and offline metrics."""
+    from apps.runtime import open_fleet
+    from apps.views import versions_table
+
+    with open_fleet(_settings()) as fleet:
+        console.print(versions_table(fleet.registry, service))
+
+
+@app.command()
+def replay(
+    service: str = typer.Argument(..., help="service to send traffic to"),
+    dataset: DatasetName = typer.Option(DatasetName.elec, help="stream to replay"),
+    start: int = typer.Option(0, min=0, help="first row"),
+    rows: int = typer.Option(0, min=0, help="rows to send (0 = to the end)"),
+    rate: float = typer.Option(0.0, min=0.0, help="rows per second (0 = as fast as possible)"),
+    batch_size: int = typer.Option(100, min=1, help="rows per request"),
+    label_delay: int = typer.Option(0, min=0, help="send each label this many rows later"),
+    seed: int = typer.Option(0, help="seed for request ids, synthetic data and faults"),
+    faults: Path | None = typer.Option(None, exists=True, dir_okay=False,
+                                       help="YAML/JSON fault schedule"),
+    url: str | None = typer.Option(None, help="gateway base URL (default: in-process gateway)"),
+) -> None:
+    """Replay a dataset through the gateway, with labels and scheduled faults."""
+    from apps.replay_cmd import run_replay
+
+    run_replay(_settings(), console, service=service, dataset=dataset.value, start=start,
+               rows=rows, rate=rate, batch_size=batch_size, label_delay=label_delay, seed=seed,
+               faults_file=faults, url=url)
+
+
+@app.command()
+def redis() -> None:
+    """Start a private redis-server in the foreground and print the REDIS_URL to export."""
+    import time
+
+    from fleet.embedded_redis import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        console.print(f"export REDIS_URL={server.url}    (Ctrl-C stops it; data in "
+                      f"{server.data_dir})")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("serve-gateway")
+def serve_gateway(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
+) -> None:
+    """Serve every registered model over HTTP (needs REDIS_URL)."""
+    from apps.serving import serve_gateway_forever
+
+    serve_gateway_forever(_settings(), host=host, port=port)
+
+
+@app.command()
+def demo(
+    rows: int = typer.Option(0, min=0, help="stop after this many rows (0 = whole stream)"),
+    out: Path = typer.Option(Path("flywheel-demo"), help="directory for the summary and plot"),
+    seed: int = typer.Option(0, help="seed"),
+) -> None:
+    """Embedded end-to-end run on the Electricity stream: Redis, registry, gateway, replayer."""
+    from apps.demo import run_demo
+
+    run_demo(_settings(), console, rows=rows, out=out, seed=seed)
+
+
+def main() -> None:
+    """Console-script entry: run the app, turning known errors into one clear line."""
+    try:
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        console.print(exc.ctx.get_help() if exc.ctx else "flywheel --help")
+        sys.exit(0)
+    except UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx else "flywheel"
+        err.print(f"error: {exc.format_message()} (see: {cmd} --help)", highlight=False,
+                  markup=False)
+        sys.exit(2)
+    except ClickException as exc:
+        err.print(f"error: {exc.format_message()}", highlight=False, markup=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except FleetError as exc:
+        err.print(f"error: {exc}", highlight=False, markup=False)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)

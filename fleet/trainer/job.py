@@ -1,0 +1,139 @@
+"""One training job as pure data in and out, so it can run in a worker process.
+
+The job fits a candidate on the older part of a labelled window and scores it and the champion on
+the SAME most recent rows (the holdout), in time order and without shuffling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import skops.io as sio
+from threadpoolctl import threadpool_limits
+
+from fleet.errors import IntegrityError, InvalidInput
+from fleet.registry.artifacts import TRUSTED_PREFIXES
+from fleet.schema import Task
+from fleet.trainer import pipeline
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Everything a worker needs to train and evaluate one candidate; picklable."""
+
+    service: str
+    task: Task
+    X: np.ndarray
+    """Features in time order, shape ``(n, d)``, NaN for nulls."""
+    y: np.ndarray
+    """Labels in time order, shape ``(n,)``; NaN (or None) where the label is missing."""
+    feature_names: tuple[str, ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    """Model choice and estimator parameters for :func:`pipeline.build_pipeline`."""
+    seed: int = 0
+    holdout_fraction: float = 0.2
+    """Share of the most recent labelled rows held out to compare candidate and champion."""
+    champion: bytes | None = None
+    """The champion's skops artifact (already sha256-checked by the registry), or None."""
+    threads: int = 1
+    """OpenMP/BLAS threads the job may use. Parallelism comes from the pool's workers; letting
+    each fit spin up one thread per core makes it up to 100x slower on a busy machine."""
+
+
+@dataclass(frozen=True)
+class TrainOutput:
+    """What a job returns to the parent process."""
+
+    model: Any
+    """The fitted candidate pipeline."""
+    metric: str
+    """Name of the holdout metric: ``accuracy`` or ``mae``."""
+    candidate: float
+    """Candidate's metric on the holdout."""
+    champion: float | None
+    """Champion's metric on the same holdout; None when there is no champion."""
+    train_rows: int
+    holdout_rows: int
+    data_hash: str
+    """sha256 of the labelled rows the job used (train and holdout)."""
+
+
+def split(n: int, holdout_fraction: float) -> int:
+    """Return the index where the holdout starts: the last ``holdout_fraction`` of ``n`` rows.
+
+    At least one row is held out and at least one is left to train on.
+
+    >>> split(100, 0.2), split(10, 0.01)
+    (80, 9)
+    """
+    if not 0.0 < holdout_fraction < 1.0:
+        raise InvalidInput(f"holdout_fraction must be in (0, 1), got {holdout_fraction!r}")
+    held = min(max(1, round(n * holdout_fraction)), max(n - 1, 0))
+    return n - held
+
+
+def check_window(service: str, labelled_rows: int, holdout_fraction: float) -> int:
+    """Return where the holdout starts, or raise if too few rows are left to train on.
+
+    Raises:
+        InvalidInput: fewer than :data:`pipeline.MIN_ROWS` rows before the holdout.
+    """
+    cut = split(labelled_rows, holdout_fraction)
+    if cut < pipeline.MIN_ROWS:
+        raise InvalidInput(
+            f"window for {service!r} has {labelled_rows} labelled rows; holding out the most "
+            f"recent {labelled_rows - cut} (holdout_fraction={holdout_fraction}) leaves {cut} "
+            f"to train on, and training needs at least {pipeline.MIN_ROWS}. "
+            "Wait for more labels or widen the window"
+        )
+    return cut
+
+
+def run(job: TrainJob) -> TrainOutput:
+    """Train the candidate and score it and the champion on the most recent holdout.
+
+    Raises:
+        InvalidInput: too few labelled rows, a single class, or bad params.
+        IntegrityError: the champion artifact holds types outside the trusted list.
+    """
+    with threadpool_limits(limits=job.threads):
+        return _run(job)
+
+
+def _run(job: TrainJob) -> TrainOutput:
+    X, y = pipeline.labelled(job.X, job.y)
+    cut = check_window(job.service, len(y), job.holdout_fraction)
+    model = pipeline.fit(
+        X[:cut], y[:cut], task=job.task, params=job.params, seed=job.seed,
+        what=f"training rows of the window for {job.service!r}",
+    )
+    metric = pipeline.metric_name(job.task)
+    candidate = pipeline.score(model, X[cut:], y[cut:], job.task)[metric]
+    champion = None
+    if job.champion is not None:
+        old = load_artifact(job.champion)
+        champion = pipeline.score(old, X[cut:], y[cut:], job.task)[metric]
+    return TrainOutput(
+        model=model,
+        metric=metric,
+        candidate=candidate,
+        champion=champion,
+        train_rows=cut,
+        holdout_rows=len(y) - cut,
+        data_hash=pipeline.data_hash(X, y),
+    )
+
+
+def load_artifact(data: bytes) -> Any:
+    """Load skops bytes, trusting only the types :mod:`fleet.registry.artifacts` trusts.
+
+    Raises:
+        IntegrityError: the bytes name a type outside :data:`TRUSTED_PREFIXES`.
+    """
+    untrusted = sio.get_untrusted_types(data=data)
+    bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if bad:
+        raise IntegrityError(f"champion artifact contains untrusted types {bad}")
+    return sio.loads(data, trusted=untrusted)
