@@ -18,13 +18,22 @@ key                                   type      holds
 ``P:{svc}:quarantine``                set       quarantined windows (never trained on again)
 ``P:{svc}:mon``                       hash      monitor aggregates / detector state
 ``P:{svc}:lock``                      string    one action at a time per service (lease)
+``P:{svc}:lock:train``                string    one training run at a time per service (lease)
+``P:{svc}:cooldown``                  hash      action kind -> time of its last successful run
+``P:{svc}:rollbacks``                 zset      rollbacks of the last hour scored by their time
+``P:{svc}:failures``                  hash      action kind -> consecutive failures
 ``P:dlq``                             stream    rejected telemetry with the reason
 ``P:audit``                           stream    every change, who/what/why/when, append-only
 ``P:incident:ID``                     hash      one incident
 ``P:incidents:open``                  set       ids of open incidents
 ``P:incident:fp:{svc}:KIND``          string    fingerprint -> open incident id (dedupe)
+``P:incident:closed:{svc}:KIND``      hash      last closed incident of a fingerprint (cooldown)
+``P:{svc}:incidents``                 zset      the service's incident ids scored by open time
+``P:{svc}:incident_seq``              string    counter of the last incident number issued
 ``P:approval:ID``                     hash      one approval request and its decision
 ``P:approvals:pending``               zset      pending approval ids scored by expiry
+``P:approval:open:INC:DIGEST``        string    id of the pending request of one incident for one
+                                                action digest (deleted once decided)
 ``P:act:KEY``                         hash      idempotency record of one side effect
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
 ``P:schema``                          hash      applied key-schema migrations
@@ -109,6 +118,10 @@ class Keys:
         """Pointer from a (service, kind) fingerprint to its open incident."""
         return f"{self.prefix}:incident:fp:{{{svc}}}:{kind}"
 
+    def incident_closed(self, svc: str, kind: str) -> str:
+        """Hash of the last closed incident of a (service, kind) fingerprint, for its cooldown."""
+        return f"{self.prefix}:incident:closed:{{{svc}}}:{kind}"
+
     @property
     def approvals_pending(self) -> str:
         """Sorted set of pending approval ids scored by expiry time."""
@@ -117,6 +130,10 @@ class Keys:
     def approval(self, approval_id: str) -> str:
         """Hash of one approval request."""
         return f"{self.prefix}:approval:{approval_id}"
+
+    def approval_open(self, incident: str, digest: str) -> str:
+        """Id of the pending approval request of ``incident`` for the action ``digest``."""
+        return f"{self.prefix}:approval:open:{incident}:{digest}"
 
     def action(self, key: str) -> str:
         """Idempotency record of one side effect."""
@@ -162,3 +179,27 @@ class Keys:
     def lock(self, svc: str) -> str:
         """Lease that allows one action at a time per service."""
         return self._svc(svc, "lock")
+
+    def incidents_of(self, svc: str) -> str:
+        """Sorted set of one service's incident ids scored by open time."""
+        return self._svc(svc, "incidents")
+
+    def incident_seq(self, svc: str) -> str:
+        """Counter of the last incident number issued for ``svc``."""
+        return self._svc(svc, "incident_seq")
+
+    def train_lock(self, svc: str) -> str:
+        """Lease that allows one training run at a time per service."""
+        return self._svc(svc, "lock:train")
+
+    def cooldown(self, svc: str) -> str:
+        """Hash of action kind -> time of its last successful run."""
+        return self._svc(svc, "cooldown")
+
+    def rollbacks(self, svc: str) -> str:
+        """Sorted set of recent rollbacks scored by their time."""
+        return self._svc(svc, "rollbacks")
+
+    def failures(self, svc: str) -> str:
+        """Hash of action kind -> consecutive failures."""
+        return self._svc(svc, "failures")
