@@ -54,6 +54,8 @@ class ServiceRecord(BaseModel):
     """Champion before the last promotion, the default rollback target."""
     split: float = 0.0
     """Share of traffic (0..1) the challenger answers in canary mode."""
+    challenger_since: float = 0.0
+    """When the current challenger started shadow/canary (analysis looks only after this)."""
     mode: Mode = Mode.FULL
     generation: int = 0
     """Bumped on every pointer change; the gateway reloads when it moves."""
@@ -72,6 +74,7 @@ class ServiceRecord(BaseModel):
             "challenger": _opt(self.challenger),
             "previous": _opt(self.previous),
             "split": repr(self.split),
+            "challenger_since": repr(self.challenger_since),
             "mode": self.mode.value,
             "generation": str(self.generation),
             "created_at": repr(self.created_at),
@@ -90,6 +93,7 @@ class ServiceRecord(BaseModel):
             challenger=_int(h.get("challenger")),
             previous=_int(h.get("previous")),
             split=float(h.get("split") or 0.0),
+            challenger_since=float(h.get("challenger_since") or 0.0),
             mode=Mode(h.get("mode") or "full"),
             generation=int(h.get("generation") or 0),
             created_at=float(h.get("created_at") or 0.0),

@@ -302,7 +302,8 @@ class Registry:
             statuses = {number: status}
             if s.challenger not in (None, number):
                 statuses[s.challenger] = VersionStatus.REJECTED  # type: ignore[index]
-            fields = {"challenger": str(number), "mode": mode.value, "split": repr(split)}
+            fields = {"challenger": str(number), "mode": mode.value, "split": repr(split),
+                      "challenger_since": repr(self.clock.now())}
             return fields, statuses
 
         return self._change(
