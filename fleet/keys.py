@@ -36,6 +36,9 @@ key                                   type      holds
                                                 action digest (deleted once decided)
 ``P:act:KEY``                         hash      idempotency record of one side effect
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
+``P:loop:shard:N``                    string    lease: the loop worker owning shard N
+``P:loop:incident:ID``                string    lease: the loop worker advancing incident ID
+``P:loop:workers``                    zset      live loop workers by last heartbeat
 ``P:schema``                          hash      applied key-schema migrations
 ====================================  ========  ==================================================
 """
@@ -175,6 +178,19 @@ class Keys:
     def monitor(self, svc: str) -> str:
         """Hash of monitor aggregates and detector state."""
         return self._svc(svc, "mon")
+
+    def loop_shard(self, shard: int) -> str:
+        """Lease on one shard of services, held by the loop worker that owns it."""
+        return f"{self.prefix}:loop:shard:{int(shard)}"
+
+    def loop_incident(self, incident_id: str) -> str:
+        """Lease held while a loop worker advances one incident's thread."""
+        return f"{self.prefix}:loop:incident:{incident_id}"
+
+    @property
+    def loop_workers(self) -> str:
+        """Sorted set of live loop workers scored by their last heartbeat."""
+        return f"{self.prefix}:loop:workers"
 
     def lock(self, svc: str) -> str:
         """Lease that allows one action at a time per service."""

@@ -1,0 +1,151 @@
+"""``flywheel run``: the background loop — tick the monitor, advance incidents, keep shard leases.
+
+Services hash to a fixed number of shards; each worker owns some shards by expiring leases (a fair
+share of the live workers) and takes over a dead worker's shards when their leases lapse. Each
+incident is advanced under its own lease, so no two workers ever work one incident at once. Redis
+outages back off and retry; SIGTERM finishes the current pass and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from fleet.keys import Keys
+from fleet.leases import Leases, shard_of
+
+log = logging.getLogger("flywheel.loop")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Tunables of one loop worker."""
+
+    shards: int = 16
+    tick_interval_s: float = 5.0
+    shard_ttl_s: float = 30.0
+    incident_ttl_s: float = 300.0
+    heartbeat_ttl_s: float = 30.0
+
+
+@dataclass
+class PassReport:
+    """What one pass of the loop did (also logged as one JSON line)."""
+
+    shards: list[int] = field(default_factory=list)
+    services: int = 0
+    signals: int = 0
+    started: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class ShardOwner:
+    """Keeps this worker's fair share of shard leases, and gives up the rest."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, leases: Leases, cfg: LoopConfig):
+        self.r, self.keys, self.leases, self.cfg = r, keys, leases, cfg
+        self.owned: set[int] = set()
+
+    def refresh(self) -> set[int]:
+        """Heartbeat, renew owned shards, take free ones up to the fair share."""
+        now = time.time()
+        self.r.zadd(self.keys.loop_workers, {self.leases.owner: now})
+        self.r.zremrangebyscore(self.keys.loop_workers, 0, now - self.cfg.heartbeat_ttl_s)
+        alive = max(1, int(self.r.zcard(self.keys.loop_workers)))
+        share = math.ceil(self.cfg.shards / alive)
+        kept = {s for s in self.owned
+                if self.leases.renew(self.keys.loop_shard(s), self.cfg.shard_ttl_s)}
+        # Too many (a worker joined): release the surplus so it can take them.
+        for s in sorted(kept)[share:]:
+            self.leases.release(self.keys.loop_shard(s))
+            kept.discard(s)
+        for s in range(self.cfg.shards):
+            if len(kept) >= share:
+                break
+            if s not in kept and self.leases.acquire(self.keys.loop_shard(s), self.cfg.shard_ttl_s):
+                kept.add(s)
+        self.owned = kept
+        return kept
+
+    def owns(self, service: str) -> bool:
+        """Whether this worker owns ``service``'s shard."""
+        return shard_of(service, self.cfg.shards) in self.owned
+
+    def release_all(self) -> None:
+        """Give up every shard (graceful shutdown) and leave the worker set."""
+        for s in self.owned:
+            self.leases.release(self.keys.loop_shard(s))
+        self.owned = set()
+        self.r.zrem(self.keys.loop_workers, self.leases.owner)
+
+
+class Loop:
+    """One worker of the background loop over a composed system (see ``apps.system``)."""
+
+    def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None):
+        self.system = system
+        self.cfg = cfg or LoopConfig()
+        fleet = system.fleet
+        self.leases = Leases(fleet.r, owner=owner)
+        self.shards = ShardOwner(fleet.r, fleet.keys, self.leases, self.cfg)
+        self.stop_event = threading.Event()
+        system.driver.owns = self.shards.owns
+        system.driver.claim = lambda inc: self.leases.hold(fleet.keys.loop_incident(inc),
+                                                           self.cfg.incident_ttl_s)
+
+    def run_once(self) -> PassReport:
+        """One pass: shard leases, monitor tick on owned services, incident advancement."""
+        rep = PassReport(shards=sorted(self.shards.refresh()))
+        services = [s for s in self.system.fleet.registry.services() if self.shards.owns(s)]
+        rep.services = len(services)
+        if services:
+            tick = self.system.monitor.tick(services=services)
+            rep.signals = len(getattr(tick, "signals", []) or [])
+        step = self.system.driver.step()
+        rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
+        rep.errors = step.errors
+        return rep
+
+    def run_forever(self) -> None:
+        """Loop until SIGTERM/SIGINT or :meth:`stop`; Redis outages back off and retry."""
+        self._install_signals()
+        backoff = 1.0
+        log.info(json.dumps({"event": "loop.start", "worker": self.leases.owner}))
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    rep = self.run_once()
+                    backoff = 1.0
+                    log.info(json.dumps({"event": "loop.pass", "worker": self.leases.owner,
+                                         **rep.__dict__}))
+                    self.stop_event.wait(self.cfg.tick_interval_s)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning(json.dumps({"event": "loop.redis_down", "error": str(exc),
+                                            "retry_in_s": backoff}))
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
+        finally:
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                self.shards.release_all()  # if Redis is down, the leases expire by themselves
+            log.info(json.dumps({"event": "loop.stop", "worker": self.leases.owner}))
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current pass and exit."""
+        self.stop_event.set()
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())

@@ -1,0 +1,155 @@
+"""The incident graph: intake → supervisor → verify (→ wait → verify) → close.
+
+The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Verify re-checks
+the service after a round: a live canary is analysed, and while the analysis is inconclusive
+before its deadline the graph pauses with a ``wait`` interrupt that the loop resumes later. A
+verdict goes back to the supervisor, at most ``max_rounds`` times. Thread id = incident id.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, TypedDict
+
+from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from langgraph.types import interrupt
+
+from fleet.clock import Clock
+from fleet.incidents import IncidentStore
+from fleet.incidents.lifecycle import Status
+from fleet.registry import Mode, Registry
+
+
+class CanaryAnalyst(Protocol):
+    """Anything that can analyse a service's live canary (``fleet.monitor`` does)."""
+
+    def canary_analysis(self, service: str) -> dict[str, Any]:
+        """Return ``{"verdict": "pass"|"fail"|"inconclusive", "version": int, ...numbers}``."""
+        ...
+
+
+class IncidentState(TypedDict, total=False):
+    """What the incident graph keeps between steps (checkpointed in Redis)."""
+
+    incident_id: str
+    service: str
+    messages: Annotated[list[AnyMessage], add_messages]
+    rounds: int
+    outcome: str
+    """``finish``, ``escalate`` or ``step_cap`` from the supervisor's last round."""
+    summary: str
+    verdict: str
+    """Last canary verdict seen by verify."""
+
+
+@dataclass(frozen=True)
+class IncidentGraphDeps:
+    """What the graph's plain-code nodes need."""
+
+    incidents: IncidentStore
+    registry: Registry
+    analyst: CanaryAnalyst
+    clock: Clock
+    max_rounds: int = 3
+    """Times verify may send the supervisor back."""
+    canary_deadline_s: float = 3_600.0
+    """An inconclusive canary older than this goes to a person."""
+    wait_s: float = 60.0
+    """How long a ``wait`` interrupt asks the loop to wait before re-checking."""
+    notify: Callable[[str, dict[str, Any]], None] | None = None
+    """Called with ``(event, payload)`` when an incident closes."""
+
+
+def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpointer: Any) -> Any:
+    """Compile the incident graph around a compiled ``supervisor`` agent loop."""
+
+    def intake(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        inc = deps.incidents.get(state["incident_id"])
+        if inc.status == Status.OPEN:
+            deps.incidents.transition(inc.id, Status.INVESTIGATING, actor="agent:supervisor",
+                                      reason="picked up by the incident graph")
+        svc = deps.registry.service(inc.service)
+        payload = {
+            "id": inc.id, "service": inc.service, "kind": inc.kind, "severity": inc.severity,
+            "evidence": inc.evidence, "onset": inc.onset, "version": inc.version,
+            "champion": svc.champion, "challenger": svc.challenger, "mode": svc.mode.value,
+            "policy": {"max_canary_pct": svc.policy.max_canary_pct,
+                       "min_improvement": svc.policy.min_improvement},
+        }
+        msg = HumanMessage(content="INCIDENT " + json.dumps(payload, default=str))
+        return {"service": inc.service, "messages": [msg], "rounds": 0}
+
+    def run_supervisor(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        before = list(state["messages"])
+        out = supervisor.invoke({"messages": before, "steps": 0}, config)
+        new = out["messages"][len(before):]
+        return {"messages": new, "outcome": out.get("outcome", "step_cap"),
+                "summary": out.get("summary", "")}
+
+    def verify(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        if state.get("outcome") != "finish":
+            return {}
+        svc = deps.registry.service(state["service"])
+        if svc.challenger is None or svc.mode is not Mode.CANARY:
+            return {"verdict": ""}
+        inc = deps.incidents.get(state["incident_id"])
+        if inc.status == Status.INVESTIGATING:
+            deps.incidents.transition(inc.id, Status.MITIGATING, actor="agent:supervisor",
+                                      reason=f"canary of v{svc.challenger} running")
+        res = deps.analyst.canary_analysis(svc.name)
+        verdict = res.get("verdict", "inconclusive")
+        age = deps.clock.now() - svc.challenger_since
+        if verdict == "inconclusive" and age < deps.canary_deadline_s:
+            return {"verdict": "wait"}
+        if verdict == "inconclusive":
+            res = dict(res, deadline_s=deps.canary_deadline_s, age_s=round(age))
+        msg = HumanMessage(content="VERIFY " + json.dumps({"canary": res}, default=str))
+        return {"verdict": verdict, "messages": [msg], "rounds": state.get("rounds", 0) + 1}
+
+    def after_verify(state: IncidentState) -> str:
+        if state.get("outcome") != "finish" or not state.get("verdict"):
+            return "close"
+        if state["verdict"] == "wait":
+            return "wait"
+        return "supervisor" if state.get("rounds", 0) <= deps.max_rounds else "close"
+
+    def wait(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        interrupt({"type": "wait", "incident": state["incident_id"],
+                   "until": deps.clock.now() + deps.wait_s,
+                   "reason": "canary analysis needs more labelled traffic"})
+        return {}
+
+    def close(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        outcome = state.get("outcome", "step_cap")
+        status = {"finish": Status.RESOLVED, "escalate": Status.ESCALATED}.get(
+            outcome, Status.ESCALATED)
+        summary = state.get("summary") or outcome
+        if state.get("verdict") and state.get("rounds", 0) > deps.max_rounds:
+            status, summary = Status.ESCALATED, f"verify rounds exhausted: {summary}"
+        inc = deps.incidents.get(state["incident_id"])
+        if not inc.status.terminal and inc.status != status:
+            deps.incidents.transition(inc.id, status, actor="agent:supervisor",
+                                      reason=summary[:300], resolution=summary[:500])
+        if deps.notify is not None:
+            deps.notify("incident.closed", {"incident": inc.id, "service": inc.service,
+                                            "status": status.value, "summary": summary})
+        return {"summary": summary}
+
+    g = StateGraph(IncidentState)
+    g.add_node("intake", intake)
+    g.add_node("supervisor", run_supervisor)
+    g.add_node("verify", verify)
+    g.add_node("wait", wait)
+    g.add_node("close", close)
+    g.add_edge(START, "intake")
+    g.add_edge("intake", "supervisor")
+    g.add_edge("supervisor", "verify")
+    g.add_conditional_edges("verify", after_verify, ["supervisor", "wait", "close"])
+    g.add_edge("wait", "verify")
+    g.add_edge("close", END)
+    return g.compile(checkpointer=checkpointer, name="incident")

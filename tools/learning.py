@@ -1,0 +1,76 @@
+"""Continuous Learning tools: train a candidate, evaluate it against the champion, reject it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, InjectedToolCallId, tool
+
+from fleet.registry import VersionStatus
+from tools.deps import ToolDeps, action_context
+from tools.results import error, guarded, ok
+
+READ_ONLY = frozenset({"evaluate_candidate"})
+
+
+def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
+    """The Continuous Learning specialist's tools over ``deps``."""
+
+    @tool(parse_docstring=True)
+    @guarded
+    def train_candidate(
+        service: str, config: RunnableConfig,
+        tool_call_id: Annotated[str, InjectedToolCallId],
+        rows: int | None = None, seed: int = 0,
+    ) -> str:
+        """Train a candidate on the recent validated window and compare it with the champion.
+
+        The candidate is registered (status candidate) with its lineage; the comparison uses the
+        most recent labelled holdout. "better" says whether it beats the champion by the margin.
+
+        Args:
+            service: service name.
+            rows: labelled rows to use (default: the policy's training window).
+            seed: random seed, for reproducibility.
+        """
+        ctx = action_context(config, role="continuous_learning",
+                             reason="retrain on the recent validated window", step=tool_call_id)
+        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed)
+        return ok(**res.stored(), replayed=res.replayed)
+
+    @tool(parse_docstring=True)
+    @guarded
+    def evaluate_candidate(service: str, version: int) -> str:
+        """Compare a version with the champion: offline holdout metrics and live numbers.
+
+        Args:
+            service: service name.
+            version: the candidate's version number.
+        """
+        svc = deps.registry.service(service)
+        if svc.champion is None:
+            return error(f"service {service!r} has no champion to compare with")
+        v = deps.registry.version(service, version)
+        return ok(version=version, status=v.status.value, metrics=v.metrics, parent=v.parent,
+                  comparison=deps.monitor.compare_versions(service, svc.champion, version))
+
+    @tool(parse_docstring=True)
+    @guarded
+    def reject_candidate(service: str, version: int, reason: str) -> str:
+        """Mark a candidate as rejected so it is never deployed.
+
+        Args:
+            service: service name.
+            version: the candidate's version number.
+            reason: why, one line.
+        """
+        v = deps.registry.version(service, version)
+        if v.status is not VersionStatus.CANDIDATE:
+            return error(f"version {version} of {service!r} is {v.status.value!r}, not a "
+                         "candidate; only candidates can be rejected here")
+        deps.registry.set_status(service, version, VersionStatus.REJECTED,
+                                 actor="agent:continuous_learning", reason=reason)
+        return ok(service=service, version=version, status="rejected")
+
+    return [train_candidate, evaluate_candidate, reject_candidate]
