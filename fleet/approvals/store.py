@@ -109,8 +109,8 @@ class ApprovalStore:
         """Ask for a decision on ``action``; return the pending request.
 
         Asking again for the same action in the same incident returns the request already made
-        (pending or decided by a person), not a second one; only an expired request is replaced. Its approvers and time to decide come from
-        ``policy`` (``approvers``, ``approval_ttl_s``).
+        (pending or decided by a person), not a second one; only an expired request is replaced.
+        Its approvers and time to decide come from ``policy`` (``approvers``, ``approval_ttl_s``).
 
         Raises:
             InvalidInput: the evidence is too large or not numbers and short strings.
