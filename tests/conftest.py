@@ -82,3 +82,29 @@ def artifacts_dir(tmp_path: Path) -> Path:
     d = tmp_path / "artifacts"
     d.mkdir()
     return d
+
+
+WIRE_FIXTURES = frozenset({"cassette", "silent_server"})
+"""Fixtures whose tests may build a real provider model: their traffic is replayed or loopback."""
+
+
+class RealModelForbiddenError(AssertionError):
+    """A test tried to build a provider model without a cassette or the live_llm marker."""
+
+
+@pytest.fixture(autouse=True)
+def _no_real_models(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the model factory raise unless the test is ``live_llm`` or replays a cassette."""
+    if request.node.get_closest_marker("live_llm") or WIRE_FIXTURES & set(request.fixturenames):
+        return
+    from supervisors.brains import litellm_brain
+
+    def forbidden(model: str, config: object) -> object:
+        raise RealModelForbiddenError(
+            f"test {request.node.nodeid!r} tried to build the provider model {model!r}; tests "
+            "never reach a provider. Fixes: 1) script the model with "
+            "tests.fakes.chat.ScriptedChatModel; 2) replay HTTP with the `cassette` fixture; "
+            "3) mark the test @pytest.mark.live_llm (never run in CI)."
+        )
+
+    monkeypatch.setattr(litellm_brain, "build_chat_model", forbidden)
