@@ -69,6 +69,42 @@ def versions(service: str = typer.Argument(..., help="service name")) -> None:
 
 
 @app.command()
+def incidents(
+    service: str | None = typer.Option(None, help="only this service"),
+    all_: bool = typer.Option(False, "--all", help="recent incidents, closed ones included"),
+    limit: int = typer.Option(20, min=1, help="most incidents to list with --all"),
+) -> None:
+    """List open incidents (or the most recent ones, closed included, with --all)."""
+    from apps.runtime import open_fleet
+    from apps.views import incidents_table
+    from fleet.incidents import IncidentStore
+
+    with open_fleet(_settings()) as fleet:
+        if service is not None:
+            fleet.registry.service(service)  # an unknown name fails with the known ones
+        store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
+        found = store.recent(limit, service) if all_ else store.open_incidents(service)
+        console.print(incidents_table(found, title="recent incidents" if all_ else
+                                      "open incidents"))
+
+
+@app.command()
+def status() -> None:
+    """Fleet summary: services, champions, modes, open incidents, last monitor tick, approvals."""
+    from apps.runtime import open_fleet
+    from apps.views import status_table
+    from fleet.approvals import ApprovalStore
+    from fleet.incidents import IncidentStore
+    from fleet.monitor import MonitorStateStore
+
+    with open_fleet(_settings()) as fleet:
+        pending = len(ApprovalStore(fleet.r, fleet.keys, fleet.clock, fleet.audit).pending())
+        console.print(status_table(
+            fleet.registry, IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit),
+            MonitorStateStore(fleet.r, fleet.keys), pending=pending))
+
+
+@app.command()
 def replay(
     service: str = typer.Argument(..., help="service to send traffic to"),
     dataset: DatasetName = typer.Option(DatasetName.elec, help="stream to replay"),
@@ -128,6 +164,81 @@ def demo(
     from apps.demo import run_demo
 
     run_demo(_settings(), console, rows=rows, out=out, seed=seed)
+
+
+@app.command()
+def run(
+    shards: int = typer.Option(16, min=1, help="fixed number of service shards"),
+    interval: float = typer.Option(5.0, min=0.1, help="seconds between passes"),
+    once: bool = typer.Option(False, help="run one pass and exit"),
+) -> None:
+    """Run the background loop: monitor ticks, incidents, approvals (needs REDIS_URL to share)."""
+    import logging
+
+    from apps.loop import Loop, LoopConfig
+    from apps.system import open_system
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level, format="%(message)s")
+    with open_system(settings) as system:
+        loop = Loop(system, LoopConfig(shards=shards, tick_interval_s=interval))
+        if once:
+            console.print(loop.run_once().__dict__)
+        else:
+            loop.run_forever()
+
+
+@app.command()
+def chat(
+    user: str = typer.Option("oncall", help="who you are (approver identity)"),
+    thread: str | None = typer.Option(None, help="continue this conversation id"),
+    message: str | None = typer.Option(None, "--message", "-m", help="send one message, print "
+                                       "the reply and exit"),
+) -> None:
+    """Chat with the supervisor (type help for the commands it understands without an LLM)."""
+    from apps.chat import repl
+    from apps.system import open_system
+
+    with open_system(_settings()) as system:
+        repl(system, console, user=user, thread=thread, once=message)
+
+
+@app.command()
+def approvals(
+    action: str = typer.Argument("list", help="list, approve or reject"),
+    approval_id: str | None = typer.Argument(None, help="approval id (approve/reject)"),
+    user: str = typer.Option("oncall", help="who decides (must be an approver)"),
+    reason: str = typer.Option("", help="why (required to reject)"),
+) -> None:
+    """List pending approvals, or approve / reject one."""
+    from apps.system import open_system
+
+    if action not in ("list", "approve", "reject"):
+        raise typer.BadParameter(f"{action!r}: use list, approve or reject")
+    with open_system(_settings()) as system:
+        store = system.approvals
+        if action == "list":
+            for a in store.pending():
+                console.print(f"{a.id}  {a.action.describe()}  risk={a.risk}  "
+                              f"approvers={','.join(a.approvers)}  incident={a.incident}")
+            return
+        if approval_id is None:
+            raise typer.BadParameter(f"{action} needs an approval id")
+        req = store.get(approval_id)
+        d = store.decide(approval_id, approve=action == "approve", by=user, reason=reason,
+                         digest=req.action_digest)
+        console.print(f"{approval_id} {'approved' if d.approved else 'rejected'} by {d.by}")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8080, min=1, max=65535, help="TCP port"),
+) -> None:
+    """Serve the HTTP API, the model gateway and Slack (the loop runs in `flywheel run`)."""
+    from apps.api.serve import serve_api_forever
+
+    serve_api_forever(_settings(), host=host, port=port)
 
 
 def main() -> None:

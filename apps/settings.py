@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fleet.errors import InvalidInput
 
 
 class Settings(BaseSettings):
@@ -25,3 +28,69 @@ class Settings(BaseSettings):
     model: str | None = None
     """litellm model string for the agents (e.g. ``openai/gpt-4o-mini``); unset = runbook brain."""
     log_level: str = "INFO"
+
+    slack_bot_token: SecretStr | None = None
+    """Slack bot token (``xoxb-``); unset = no Slack."""
+    slack_signing_secret: SecretStr | None = None
+    """Slack signing secret; every HTTP request from Slack is verified with it."""
+    slack_app_token: SecretStr | None = None
+    """App-level token (``xapp-``) for Socket Mode; unset = HTTP mode at ``/slack/events``."""
+    slack_channel: str | None = None
+    """Channel id where approval prompts and incident notifications are posted."""
+    slack_approvers: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """Slack user id -> approver identity, as ``U123=alice,U456=bob``; nobody else may decide."""
+    slack_api_url: str | None = None
+    """Base URL of Slack's Web API; unset = Slack's own (tests point it to a loopback stand-in)."""
+
+    api_tokens: SecretStr | None = None
+    """Bearer tokens of the HTTP API and who each one is, as ``tok1=alice,tok2=bob``; the identity
+    is the one approval policies list as approvers."""
+    api_auth: bool = True
+    """Whether the HTTP API checks bearer tokens; false = every caller is ``anonymous``."""
+
+    def api_identities(self) -> dict[str, str]:
+        """Bearer token -> identity, from ``FLYWHEEL_API_TOKENS`` (empty when unset).
+
+        Parsed here rather than in a field validator: pydantic's validation errors echo the
+        input, and this input is a secret.
+
+        Raises:
+            InvalidInput: an item is not ``TOKEN=identity`` (named by position only).
+        """
+        return parse_api_tokens(self.api_tokens.get_secret_value()) if self.api_tokens else {}
+
+    @field_validator("slack_approvers", mode="before")
+    @classmethod
+    def _approver_pairs(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        pairs: dict[str, str] = {}
+        for item in filter(None, (p.strip() for p in v.split(","))):
+            user, sep, identity = item.partition("=")
+            if not sep or not user.strip() or not identity.strip():
+                raise ValueError(
+                    f"FLYWHEEL_SLACK_APPROVERS item {item!r} is not SLACK_USER_ID=identity; "
+                    "expected e.g. 'U123=alice,U456=bob'"
+                )
+            pairs[user.strip()] = identity.strip()
+        return pairs
+
+
+def parse_api_tokens(text: str) -> dict[str, str]:
+    """Parse ``tok1=alice,tok2=bob`` into ``{token: identity}``.
+
+    Raises:
+        InvalidInput: naming the position of a bad item (never the token itself, it is a secret).
+    """
+    pairs: dict[str, str] = {}
+    for n, item in enumerate(filter(None, (p.strip() for p in text.split(","))), start=1):
+        token, sep, identity = item.partition("=")
+        if not sep or not token.strip() or not identity.strip():
+            raise InvalidInput(
+                f"FLYWHEEL_API_TOKENS item #{n} is not TOKEN=identity; expected e.g. "
+                "'s3cret1=alice,s3cret2=bob'"
+            )
+        if token.strip() in pairs:
+            raise InvalidInput(f"FLYWHEEL_API_TOKENS item #{n} repeats an earlier token")
+        pairs[token.strip()] = identity.strip()
+    return pairs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -11,6 +12,7 @@ from fleet.errors import InvalidInput
 
 Task = Literal["classification", "regression"]
 Action = Literal["rollback", "quarantine", "shadow", "canary", "retrain", "promote", "retire"]
+_MAX_FLOAT = int(sys.float_info.max)
 
 
 class FeatureSpec(BaseModel):
@@ -104,7 +106,10 @@ def _coerce(spec: FeatureSpec, v: Any, where: str) -> float:
         return float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidInput(f"{where}: expected number, got {_kind(v)} {v!r:.40}")
-    if spec.dtype == "int" and float(v) != int(v):
+    if isinstance(v, int) and abs(v) > _MAX_FLOAT:
+        # JSON integers are unbounded; float() of one beyond the float range raises OverflowError.
+        raise InvalidInput(f"{where}: expected a number within float range, got a larger integer")
+    if spec.dtype == "int" and not float(v).is_integer():  # False for inf and nan too
         raise InvalidInput(f"{where}: expected integer, got {v!r}")
     return float(v)
 
@@ -134,6 +139,8 @@ class Policy(BaseModel):
     """Consecutive failed retrains before escalating."""
     train_window: int = 5000
     """Labelled rows a retrain uses (most recent)."""
+    min_rows_after_drift: int = 1000
+    """Labelled rows after a drift's onset to collect before retraining on the new concept."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of the most recent labelled window held out to compare candidate and champion."""
     thresholds: dict[str, float] = Field(default_factory=dict)

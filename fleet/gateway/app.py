@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -77,7 +77,19 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/v1/models/{svc}/predict")
+    app.include_router(gateway_router(gateway))
+    return app
+
+
+def gateway_router(gateway: Gateway) -> APIRouter:
+    """The ``/v1/models/{svc}`` routes (predict, feedback, info) over ``gateway``.
+
+    The including app must translate :class:`FleetError` into responses, as
+    :func:`create_gateway_app` does (the HTTP API includes these routes behind its auth).
+    """
+    router = APIRouter()
+
+    @router.post("/v1/models/{svc}/predict")
     async def predict(svc: str, body: PredictBody) -> JSONResponse:
         if body.features is not None:
             res = gateway.predict(svc, [body.features], [body.request_id])
@@ -94,7 +106,7 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
             res = gateway.predict(svc, rows, body.request_ids)
         return JSONResponse({"predictions": [_item(p) for p in res]})
 
-    @app.post("/v1/models/{svc}/feedback")
+    @router.post("/v1/models/{svc}/feedback")
     async def feedback(svc: str, body: FeedbackBody) -> dict[str, Any]:
         if body.labels is not None:
             labels: list[Any] = body.labels
@@ -105,7 +117,7 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         res = gateway.feedback(svc, labels)
         return {"accepted": res.accepted, "rejected": res.rejected, "errors": res.reasons}
 
-    @app.get("/v1/models/{svc}")
+    @router.get("/v1/models/{svc}")
     async def info(svc: str) -> dict[str, Any]:
         rec = gateway.registry.service(svc)
         return {
@@ -124,4 +136,4 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
             ],
         }
 
-    return app
+    return router

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from fleet.errors import InvalidInput
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 MAX_RID = 128
+_MAX_FLOAT = int(sys.float_info.max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,9 @@ def _num(v: Any, where: str, *, nullable: bool = False) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise InvalidInput(f"{where}: expected number, got {type(v).__name__} {v!r:.40}")
+    if isinstance(v, int) and abs(v) > _MAX_FLOAT:
+        # JSON integers are unbounded; float() of one beyond the float range raises OverflowError.
+        raise InvalidInput(f"{where}: expected a finite number, got an integer beyond float range")
     if not math.isfinite(v):
         if nullable:
             return None
