@@ -36,7 +36,8 @@ def build_incident_runner(
     supervisor = make_supervisor(deps, brains, opts.caps)
     graph = build_incident_graph(
         IncidentGraphDeps(
-            incidents=deps.incidents, registry=deps.registry, analyst=deps.monitor, clock=clock,
+            incidents=deps.incidents, registry=deps.registry, analyst=deps.monitor,
+            reader=deps.ops.reader, clock=clock,
             max_rounds=opts.max_rounds, canary_deadline_s=opts.canary_deadline_s,
             wait_s=opts.wait_s, notify=notify,
         ),

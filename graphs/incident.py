@@ -1,6 +1,8 @@
-"""The incident graph: intake → supervisor → verify (→ wait → verify) → close.
+"""The incident graph: intake → gather → supervisor → verify → close, with waits in between.
 
-The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Verify re-checks
+The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Gather holds a
+performance incident until enough labelled traffic after the drift's onset exists to train on the
+new concept (a wait interrupt the loop resumes later). Verify re-checks
 the service after a round: a live canary is analysed, and while the analysis is inconclusive
 before its deadline the graph pauses with a ``wait`` interrupt that the loop resumes later. A
 verdict goes back to the supervisor, at most ``max_rounds`` times. Thread id = incident id.
@@ -23,6 +25,7 @@ from fleet.clock import Clock
 from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
 from fleet.registry import Mode, Registry
+from fleet.telemetry import TelemetryReader
 
 
 class CanaryAnalyst(Protocol):
@@ -45,6 +48,10 @@ class IncidentState(TypedDict, total=False):
     summary: str
     verdict: str
     """Last canary verdict seen by verify."""
+    check: str
+    """The node a ``wait`` returns to: ``gather`` or ``verify``."""
+    watching: int
+    """The canary version verify is following (0 when none)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class IncidentGraphDeps:
     incidents: IncidentStore
     registry: Registry
     analyst: CanaryAnalyst
+    reader: TelemetryReader
     clock: Clock
     max_rounds: int = 3
     """Times verify may send the supervisor back."""
@@ -61,6 +69,8 @@ class IncidentGraphDeps:
     """An inconclusive canary older than this goes to a person."""
     wait_s: float = 60.0
     """How long a ``wait`` interrupt asks the loop to wait before re-checking."""
+    gather_timeout_s: float = 3_600.0
+    """Longest a performance incident waits for post-onset data before the supervisor runs."""
     notify: Callable[[str, dict[str, Any]], None] | None = None
     """Called with ``(event, payload)`` when an incident closes."""
 
@@ -84,6 +94,20 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         msg = HumanMessage(content="INCIDENT " + json.dumps(payload, default=str))
         return {"service": inc.service, "messages": [msg], "rounds": 0}
 
+    def gather(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        inc = deps.incidents.get(state["incident_id"])
+        if inc.kind != "performance_drop" or inc.onset_at is None:
+            return {"check": ""}
+        need = deps.registry.service(inc.service).policy.min_rows_after_drift
+        have = len(deps.reader.labelled_window(inc.service, need, since_ts=inc.onset_at,
+                                               scan_limit=need * 8))
+        if have >= need or deps.clock.now() - inc.opened_at > deps.gather_timeout_s:
+            return {"check": ""}
+        return {"check": "gather"}
+
+    def after_gather(state: IncidentState) -> str:
+        return "wait" if state.get("check") == "gather" else "supervisor"
+
     def run_supervisor(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
         before = list(state["messages"])
         out = supervisor.invoke({"messages": before, "steps": 0}, config)
@@ -95,6 +119,13 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         if state.get("outcome") != "finish":
             return {}
         svc = deps.registry.service(state["service"])
+        watching = state.get("watching", 0)
+        if watching and svc.challenger != watching:
+            # Someone else (a person, or another incident's rollback) ended our canary.
+            v = deps.registry.version(svc.name, watching)
+            return {"verdict": "", "watching": 0, "outcome": "escalate",
+                    "summary": f"canary of v{watching} ended outside this incident (now "
+                               f"{v.status.value}); champion v{svc.champion} unchanged"}
         if svc.challenger is None or svc.mode is not Mode.CANARY:
             return {"verdict": ""}
         inc = deps.incidents.get(state["incident_id"])
@@ -105,11 +136,12 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         verdict = res.get("verdict", "inconclusive")
         age = deps.clock.now() - svc.challenger_since
         if verdict == "inconclusive" and age < deps.canary_deadline_s:
-            return {"verdict": "wait"}
+            return {"verdict": "wait", "check": "verify", "watching": svc.challenger}
         if verdict == "inconclusive":
             res = dict(res, deadline_s=deps.canary_deadline_s, age_s=round(age))
         msg = HumanMessage(content="VERIFY " + json.dumps({"canary": res}, default=str))
-        return {"verdict": verdict, "messages": [msg], "rounds": state.get("rounds", 0) + 1}
+        return {"verdict": verdict, "messages": [msg], "rounds": state.get("rounds", 0) + 1,
+                "watching": 0}
 
     def after_verify(state: IncidentState) -> str:
         if state.get("outcome") != "finish" or not state.get("verdict"):
@@ -119,9 +151,10 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         return "supervisor" if state.get("rounds", 0) <= deps.max_rounds else "close"
 
     def wait(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
+        why = {"gather": "collecting labelled traffic after the drift's onset",
+               "verify": "canary analysis needs more labelled traffic"}[state["check"]]
         interrupt({"type": "wait", "incident": state["incident_id"],
-                   "until": deps.clock.now() + deps.wait_s,
-                   "reason": "canary analysis needs more labelled traffic"})
+                   "until": deps.clock.now() + deps.wait_s, "reason": why})
         return {}
 
     def close(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
@@ -142,14 +175,16 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
 
     g = StateGraph(IncidentState)
     g.add_node("intake", intake)
+    g.add_node("gather", gather)
     g.add_node("supervisor", run_supervisor)
     g.add_node("verify", verify)
     g.add_node("wait", wait)
     g.add_node("close", close)
     g.add_edge(START, "intake")
-    g.add_edge("intake", "supervisor")
+    g.add_edge("intake", "gather")
+    g.add_conditional_edges("gather", after_gather, ["wait", "supervisor"])
     g.add_edge("supervisor", "verify")
     g.add_conditional_edges("verify", after_verify, ["supervisor", "wait", "close"])
-    g.add_edge("wait", "verify")
+    g.add_conditional_edges("wait", lambda s: s["check"], ["gather", "verify"])
     g.add_edge("close", END)
     return g.compile(checkpointer=checkpointer, name="incident")

@@ -53,11 +53,12 @@ class AgentState(TypedDict, total=False):
     summary: str
 
 
-def build_agent(spec: AgentSpec, brain: Runnable) -> Any:
+def build_agent(spec: AgentSpec, brain: Runnable, *, checkpointer: Any = None) -> Any:
     """Compile the loop for ``spec`` driven by ``brain`` (a chat model with the tools bound).
 
-    Compiled without a checkpointer: when called inside a checkpointed graph it is checkpointed as
-    a subgraph of it, so an interrupt inside a tool resumes at that tool, not at the first step.
+    Specialists and the supervisor are compiled without a checkpointer: called inside a
+    checkpointed graph they are checkpointed as its subgraphs, so an interrupt inside a tool
+    resumes at that tool, not at the first step. Only an outermost loop (chat) gets one.
     """
     tools = {t.name: t for t in spec.tools}
 
@@ -109,7 +110,7 @@ def build_agent(spec: AgentSpec, brain: Runnable) -> Any:
     g.add_conditional_edges("agent", route, ["tools", END])
     g.add_conditional_edges("tools", lambda s: END if s.get("outcome") else "agent",
                             ["agent", END])
-    return g.compile(name=spec.role)
+    return g.compile(name=spec.role, checkpointer=checkpointer)
 
 
 def _call_tool(

@@ -7,6 +7,7 @@ from typing import Annotated
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 
+from fleet.errors import NotFound
 from fleet.registry import VersionStatus
 from tools.deps import ToolDeps, action_context
 from tools.results import error, guarded, ok
@@ -28,6 +29,7 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
 
         The candidate is registered (status candidate) with its lineage; the comparison uses the
         most recent labelled holdout. "better" says whether it beats the champion by the margin.
+        Inside a performance incident only rows since the drift's onset are used.
 
         Args:
             service: service name.
@@ -36,7 +38,8 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         """
         ctx = action_context(config, role="continuous_learning",
                              reason="retrain on the recent validated window", step=tool_call_id)
-        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed)
+        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed,
+                               since_ts=_onset(deps, ctx.incident))
         return ok(**res.stored(), replayed=res.replayed)
 
     @tool(parse_docstring=True)
@@ -74,3 +77,12 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         return ok(service=service, version=version, status="rejected")
 
     return [train_candidate, evaluate_candidate, reject_candidate]
+
+
+def _onset(deps: ToolDeps, thread: str) -> float | None:
+    """A performance incident's onset time: train on the new concept only, not the mixture."""
+    try:
+        inc = deps.incidents.get(thread)
+    except NotFound:
+        return None  # not an incident thread (e.g. chat)
+    return inc.onset_at if inc.kind == "performance_drop" else None

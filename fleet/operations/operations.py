@@ -95,17 +95,21 @@ class Operations:
             ranges.append((first, last))
         return sorted(ranges, key=lambda rg: (_sid(rg[0]), _sid(rg[1])))
 
-    def training_window(self, svc: str, rows: int | None = None) -> LabelledWindow:
+    def training_window(
+        self, svc: str, rows: int | None = None, *, since_ts: float | None = None
+    ) -> LabelledWindow:
         """The most recent labelled rows training would use, quarantined ranges left out.
 
         Args:
             svc: the service.
             rows: labelled rows wanted (default: the policy's ``train_window``).
+            since_ts: only rows predicted at or after this time (a drift's onset), so a
+                candidate learns the new concept rather than the mixture.
         """
         s = self.registry.service(svc)
         return self.reader.labelled_window(
             svc, rows or s.policy.train_window, exclude=self.quarantined(svc),
-            feature_names=s.schema_.names,
+            feature_names=s.schema_.names, since_ts=since_ts,
         )
 
     def should_escalate(self, svc: str, kind: str) -> bool:
@@ -316,6 +320,7 @@ class Operations:
         *,
         rows: int | None = None,
         seed: int = 0,
+        since_ts: float | None = None,
         approval_id: str | None = None,
     ) -> RetrainResult:
         """Train and register a candidate on the recent labelled window minus quarantined ranges.
@@ -342,12 +347,13 @@ class Operations:
         def run() -> dict[str, Any]:
             assert trainer is not None  # checked above
             excluded = self.quarantined(svc)
-            window = self.training_window(svc, n)
+            window = self.training_window(svc, n, since_ts=since_ts)
             res = trainer.train(svc, window, seed=seed, created_by=ctx.actor)
             return RetrainResult.of(res, window, len(excluded)).stored()
 
         w = Write(
-            spec=ActionSpec(name="retrain", service=svc, args={"rows": n, "seed": seed}),
+            spec=ActionSpec(name="retrain", service=svc, args={
+                "rows": n, "seed": seed, **({} if since_ts is None else {"since_ts": since_ts})}),
             policy=s.policy, run=run, check=check,
             needs_approval=s.policy.requires_approval("retrain"), risk="low",
             retry_safe=True, lane="train",

@@ -77,6 +77,7 @@ class TelemetryReader:
         exclude: Sequence[Range] = (),
         feature_names: Sequence[str] = (),
         scan_limit: int | None = None,
+        since_ts: float | None = None,
     ) -> LabelledWindow:
         """The most recent ``rows`` predictions that have labels, joined, oldest first.
 
@@ -88,6 +89,7 @@ class TelemetryReader:
             exclude: quarantined stream-id ranges; rows inside are never returned.
             feature_names: column names to attach to the window.
             scan_limit: most prediction events to scan back (default ``rows * 4``).
+            since_ts: only predictions made at or after this time (e.g. a drift's onset).
         """
         labels = self.label_map(service, count=max(rows * 3, 1_000))
         limit = scan_limit or rows * 4
@@ -104,6 +106,9 @@ class TelemetryReader:
             end = f"({batch[-1][0]}"
             for sid, f in batch:
                 ev = PredictionEvent.decode(f["d"])
+                if since_ts is not None and ev.ts < since_ts:
+                    scanned = limit  # older than the bound: nothing further back qualifies
+                    break
                 if ev.shadow and not include_shadow:
                     continue
                 if version is not None and ev.version != version:

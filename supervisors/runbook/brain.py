@@ -60,6 +60,7 @@ class RunbookChatModel(BaseChatModel):
 
 def runbook_brain(role: str) -> RunbookChatModel:
     """The runbook brain of ``role`` (supervisor, a specialist, or chat)."""
-    from supervisors.runbook import policies
+    from supervisors.runbook import chat_policy, policies
 
-    return RunbookChatModel(role=role, policy=policies.POLICIES[role])
+    policy = chat_policy.chat if role == "chat" else policies.POLICIES[role]
+    return RunbookChatModel(role=role, policy=policy)

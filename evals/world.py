@@ -1,0 +1,150 @@
+"""A whole flywheel in simulated time: fleet, gateway, replayer, monitor, agents, a simulated human.
+
+Used by the end-to-end tests, the eval scenarios and the demo. Each replayed batch advances the
+manual clock; every ``tick_every`` rows the monitor ticks and the driver advances incidents; the
+simulated human answers approval requests as the scenario says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from apps.runtime import Fleet, build_fleet
+from apps.system import System, build_system
+from fleet.approvals import ApprovalRequest
+from fleet.clock import ManualClock
+from fleet.datasets import DriftStream
+from fleet.gateway import Gateway
+from fleet.gateway.target import DirectTarget
+from fleet.replay.fault_store import RedisFaultSink
+from fleet.replay.faults import FaultSchedule
+from fleet.replay.replayer import BatchReport, Replayer, ReplayStats
+from fleet.schema import FeatureSchema, Policy
+from fleet.telemetry import TelemetryBuffer
+from fleet.trainer import Trainer
+from graphs.assembly import GraphOptions
+from supervisors.brains import BrainConfig
+
+Human = Callable[[ApprovalRequest], tuple[bool, str] | None]
+"""Answers an approval request: ``(approve, reason)``, or None to leave it pending."""
+
+
+def approve_all(req: ApprovalRequest) -> tuple[bool, str]:
+    """A human who approves everything."""
+    return True, "looks good"
+
+
+def reject_all(req: ApprovalRequest) -> tuple[bool, str]:
+    """A human who rejects everything, with a reason."""
+    return False, "not during the trading freeze"
+
+
+def never_answers(req: ApprovalRequest) -> None:
+    """A human who never answers (requests expire)."""
+    return None
+
+
+@dataclass
+class World:
+    """A running simulated production."""
+
+    system: System
+    gateway: Gateway
+    clock: ManualClock
+    service: str
+    stream: DriftStream
+    human: Human = approve_all
+    human_name: str = "oncall"
+    tick_every: int = 500
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fleet(self) -> Fleet:
+        """The fleet the world runs on."""
+        return self.system.fleet
+
+    def run(self, start: int, stop: int, *, faults: FaultSchedule | None = None,
+            batch: int = 100, rows_per_s: float = 20.0, seed: int = 0) -> ReplayStats:
+        """Replay rows ``[start, stop)``; tick, advance incidents and answer approvals."""
+        replayer = Replayer(DirectTarget(self.gateway), clock=self.clock, rate=rows_per_s,
+                            batch_size=batch, seed=seed, faults=faults,
+                            fault_sink=RedisFaultSink(self.fleet.r, self.fleet.keys))
+        since = {"rows": 0}
+
+        def on_batch(rep: BatchReport) -> None:
+            since["rows"] += len(rep.batch.rows)
+            if since["rows"] >= self.tick_every:
+                since["rows"] = 0
+                self.step()
+
+        stats = replayer.run(self.service, self.stream, start, stop, on_batch=on_batch)
+        self.step()
+        return stats
+
+    def step(self) -> None:
+        """One monitor tick, one driver pass, and the human's answers (then another pass)."""
+        tick = self.system.monitor.tick(self.clock.now())
+        for s in getattr(tick, "signals", []) or []:
+            self.events.append({"t": self.clock.now(), "event": "signal", "kind": s.kind})
+        rep = self.system.driver.step()
+        if self._answer():
+            rep = self.system.driver.step()
+        for inc, out in rep.outcomes.items():
+            self.events.append({"t": self.clock.now(), "event": out.state, "incident": inc})
+
+    def _answer(self) -> bool:
+        answered = False
+        for req in self.system.approvals.pending():
+            verdict = self.human(req)
+            if verdict is None:
+                continue
+            ok, reason = verdict
+            self.system.approvals.decide(req.id, approve=ok, by=self.human_name, reason=reason,
+                                         digest=req.action_digest)
+            answered = True
+        return answered
+
+    def close(self) -> None:
+        """Stop the trainer's worker process."""
+        self.system.close()
+
+
+def make_world(
+    r: redis.Redis,
+    url: str,
+    *,
+    prefix: str,
+    artifacts: Path,
+    stream: DriftStream,
+    service: str = "svc",
+    train_rows: int = 2_000,
+    policy: Policy | None = None,
+    human: Human = approve_all,
+    brain: BrainConfig | None = None,
+    options: GraphOptions | None = None,
+    executor: Executor | None = None,
+    seed: int = 0,
+) -> World:
+    """Register ``service`` trained on the first ``train_rows`` of ``stream`` and wire it all."""
+    clock = ManualClock(1_700_000_000.0)
+    fleet = build_fleet(r, url, prefix=prefix, artifacts=artifacts, clock=clock)
+    trainer = Trainer(fleet.registry, executor=executor) if executor is not None else None
+    system = build_system(fleet, brain=brain, options=options or GraphOptions(
+        canary_deadline_s=3_600.0, wait_s=30.0), trainer=trainer)
+    schema = FeatureSchema.numeric(list(stream.feature_names))
+    fleet.registry.register_service(service, task="classification", schema=schema,
+                                    policy=policy or Policy(), actor="eval")
+    res = system.trainer.train_from_dataset(service, stream, 0, train_rows, seed=seed,
+                                            created_by="eval")
+    fleet.registry.promote(service, res.version.number, actor="eval", reason="initial model")
+    gateway = Gateway(fleet.registry, TelemetryBuffer(fleet.writer, background=False),
+                      clock=clock, refresh_interval=0.0, sleep_on_latency_fault=False,
+                      measure_latency=False)
+    return World(system=system, gateway=gateway, clock=clock, service=service, stream=stream,
+                 human=human)

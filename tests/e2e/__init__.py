@@ -1,0 +1,1 @@
+"""End-to-end flows through the real fleet, monitor, agents and Redis, in simulated time."""

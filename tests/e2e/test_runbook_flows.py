@@ -1,0 +1,97 @@
+"""The runbook brain end to end: real Redis, gateway, trainer, detectors, graph, checkpoints."""
+
+from __future__ import annotations
+
+from fleet.audit import Audit
+from evals.world import reject_all
+from fleet.datasets import rotating_hyperplane
+from fleet.replay.faults import Fault, FaultSchedule
+
+DRIFT = 4_000
+
+
+def _actions(world, prefix: str = "") -> list[str]:
+    return [e.action for e in Audit(world.fleet.r, world.fleet.keys).read(
+        service=world.service, count=5000) if e.action.startswith(prefix)]
+
+
+def test_concept_drift_is_retrained_canaried_approved_promoted_and_resolved(world_factory):
+    stream = rotating_hyperplane(16_000, drifts=[DRIFT], width=1, seed=3)
+    world = world_factory(stream=stream)
+    world.run(2_000, 16_000)
+
+    incidents = world.system.incidents.recent(20, world.service)
+    perf = [i for i in incidents if i.kind == "performance_drop"]
+    assert perf, f"no performance incident; got {[(i.kind, i.status) for i in incidents]}"
+    assert perf[-1].status.value == "resolved", perf[-1]
+    svc = world.fleet.registry.service(world.service)
+    assert svc.champion == 2 and svc.previous == 1
+    trail = _actions(world)
+    for step in ("registry.add_version", "registry.start_canary", "approval.request",
+                 "approval.approve", "registry.promote"):
+        assert step in trail, f"{step} missing from {trail}"
+    assert trail.index("approval.approve") < trail.index("registry.promote")
+    v2 = world.fleet.registry.version(world.service, 2)
+    assert v2.metrics["improvement"] > 0.05
+
+
+def _world(world_factory, **kw):
+    stream = rotating_hyperplane(14_000, drifts=[DRIFT], width=1, seed=3)
+    return world_factory(stream=stream, **kw)
+
+
+def test_worse_candidate_is_not_promoted(world_factory):
+    """Labels turn to noise at the drift: the retrained candidate cannot beat the champion."""
+    world = _world(world_factory)
+    noise = FaultSchedule(faults=(Fault(kind="concept_change", start=DRIFT,
+                                        params={"p": 0.5, "how": "flip"}),))
+    world.run(2_000, 9_000, faults=noise)
+    perf = [i for i in world.system.incidents.recent(20, world.service)
+            if i.kind == "performance_drop"]
+    assert perf and perf[0].status.value == "escalated", perf
+    assert "not better than the champion" in perf[0].resolution
+    assert world.fleet.registry.service(world.service).champion == 1
+    trail = _actions(world)
+    assert "registry.start_canary" not in trail and "registry.promote" not in trail[3:]
+    assert "approval.request" not in trail
+
+
+def test_bad_canary_is_rolled_back_without_approval(world_factory):
+    world = _world(world_factory)
+    broken = FaultSchedule(faults=(Fault(kind="errors", start=DRIFT, version="challenger",
+                                         params={"error_rate": 0.6}),))
+    world.run(2_000, 12_000, faults=broken)
+    svc = world.fleet.registry.service(world.service)
+    assert svc.champion == 1 and svc.challenger is None
+    assert world.fleet.registry.version(world.service, 2).status.value == "rejected"
+    trail = _actions(world)
+    assert "registry.start_canary" in trail and "registry.clear_challenger" in trail
+    assert "approval.request" not in trail and "registry.promote" not in trail[3:]
+
+
+def test_data_quality_fault_is_quarantined_and_escalated_without_training(world_factory):
+    world = _world(world_factory)
+    nulls = FaultSchedule(faults=(Fault(kind="nulls", start=DRIFT, stop=DRIFT + 1_500,
+                                        feature="x1", params={"p": 0.4}),))
+    world.stream = rotating_hyperplane(14_000, drifts=[], seed=3)
+    world.run(2_000, 7_000, faults=nulls)
+    dq = [i for i in world.system.incidents.recent(20, world.service) if i.kind == "data_quality"]
+    assert dq and dq[0].status.value == "escalated", dq
+    assert "quarantined" in dq[0].resolution
+    assert world.system.ops.quarantined(world.service), "no quarantined range recorded"
+    assert [v.number for v in world.fleet.registry.versions(world.service)] == [1]
+
+
+def test_rejected_approval_ends_with_no_deploy_and_the_reason_in_the_audit(world_factory):
+    world = _world(world_factory, human=reject_all)
+    world.run(2_000, 12_000)
+    svc = world.fleet.registry.service(world.service)
+    assert svc.champion == 1 and svc.challenger is None
+    audit = Audit(world.fleet.r, world.fleet.keys).read(service=world.service, count=5000)
+    rejects = [e for e in audit if e.action == "approval.reject"]
+    assert rejects and rejects[0].reason == "not during the trading freeze"
+    perf = [i for i in world.system.incidents.recent(20, world.service)
+            if i.kind == "performance_drop"]
+    assert perf[0].status.value == "escalated"
+    assert "not during the trading freeze" in perf[0].resolution
+    assert "registry.promote" not in [e.action for e in audit][3:]
