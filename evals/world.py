@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from apps.runtime import Fleet, build_fleet
+from apps.serving import single_threaded_models
 from apps.system import System, build_system
 from fleet.approvals import ApprovalRequest
 from fleet.clock import ManualClock
@@ -132,6 +133,7 @@ def make_world(
     seed: int = 0,
 ) -> World:
     """Register ``service`` trained on the first ``train_rows`` of ``stream`` and wire it all."""
+    single_threaded_models()
     clock = ManualClock(1_700_000_000.0)
     fleet = build_fleet(r, url, prefix=prefix, artifacts=artifacts, clock=clock)
     trainer = Trainer(fleet.registry, executor=executor) if executor is not None else None

@@ -17,6 +17,14 @@ from fleet.embedded_redis import EmbeddedRedis, find_redis_server
 from fleet.keys import Keys
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _single_threaded_models() -> None:
+    """One OpenMP thread per process: tiny predict batches on 2 shared cores otherwise stall."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """A real redis-server on a free port with a temp dir; fails loudly if it is not installed."""
