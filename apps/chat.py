@@ -34,8 +34,7 @@ class ChatService:
 
     def __call__(self, thread_id: str, text: str, user: str) -> Iterator[str]:
         """One turn as a stream of chunks (lines), for the HTTP API and Slack."""
-        for line in self.reply(thread_id, text, user=user).splitlines(keepends=True):
-            yield line
+        yield from self.reply(thread_id, text, user=user).splitlines(keepends=True)
 
 
 def repl(system: System, console: Console, *, user: str, thread: str | None = None,

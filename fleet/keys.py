@@ -16,7 +16,8 @@ key                                   type      holds
 ``P:{svc}:tel``                       stream    prediction events, capped with MAXLEN ~
 ``P:{svc}:labels``                    stream    ground-truth labels by request id, capped
 ``P:{svc}:quarantine``                set       quarantined windows (never trained on again)
-``P:{svc}:mon``                       hash      monitor aggregates / detector state
+``P:{svc}:mon``                       hash      monitor aggregates / detector state (cursors,
+                                                windows, references, CUSUM; fleet/monitor)
 ``P:{svc}:lock``                      string    one action at a time per service (lease)
 ``P:{svc}:lock:train``                string    one training run at a time per service (lease)
 ``P:{svc}:cooldown``                  hash      action kind -> time of its last successful run
@@ -24,6 +25,8 @@ key                                   type      holds
 ``P:{svc}:failures``                  hash      action kind -> consecutive failures
 ``P:dlq``                             stream    rejected telemetry with the reason
 ``P:audit``                           stream    every change, who/what/why/when, append-only
+``P:monitor``                         hash      fleet-wide monitor state: last tick summary,
+                                                dead-letter cursor
 ``P:incident:ID``                     hash      one incident
 ``P:incidents:open``                  set       ids of open incidents
 ``P:incident:fp:{svc}:KIND``          string    fingerprint -> open incident id (dedupe)
@@ -97,6 +100,11 @@ class Keys:
     def audit(self) -> str:
         """Append-only audit stream."""
         return f"{self.prefix}:audit"
+
+    @property
+    def monitor_fleet(self) -> str:
+        """Hash of fleet-wide monitor state (last tick, dead-letter cursor)."""
+        return f"{self.prefix}:monitor"
 
     @property
     def schema(self) -> str:

@@ -125,6 +125,10 @@ class Policy(BaseModel):
     """Identities allowed to decide approvals for this service."""
     approval_ttl_s: float = 900.0
     """Seconds before a pending approval expires (auto-deny and escalate)."""
+    rollout: Literal["canary", "shadow"] = "canary"
+    """How a better candidate is tried before promotion: a canary on a share of live traffic,
+    or a shadow that scores all traffic silently (faster verdict, no latency/error check on
+    users)."""
     max_canary_pct: float = 10.0
     """Largest share of traffic (percent) a canary may take without approval."""
     min_improvement: float = 0.01

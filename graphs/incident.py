@@ -89,7 +89,8 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
             "evidence": inc.evidence, "onset": inc.onset, "version": inc.version,
             "champion": svc.champion, "challenger": svc.challenger, "mode": svc.mode.value,
             "policy": {"max_canary_pct": svc.policy.max_canary_pct,
-                       "min_improvement": svc.policy.min_improvement},
+                       "min_improvement": svc.policy.min_improvement,
+                       "rollout": svc.policy.rollout},
         }
         msg = HumanMessage(content="INCIDENT " + json.dumps(payload, default=str))
         return {"service": inc.service, "messages": [msg], "rounds": 0}
@@ -126,12 +127,12 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
             return {"verdict": "", "watching": 0, "outcome": "escalate",
                     "summary": f"canary of v{watching} ended outside this incident (now "
                                f"{v.status.value}); champion v{svc.champion} unchanged"}
-        if svc.challenger is None or svc.mode is not Mode.CANARY:
+        if svc.challenger is None or svc.mode is Mode.FULL:
             return {"verdict": ""}
         inc = deps.incidents.get(state["incident_id"])
         if inc.status == Status.INVESTIGATING:
             deps.incidents.transition(inc.id, Status.MITIGATING, actor="agent:supervisor",
-                                      reason=f"canary of v{svc.challenger} running")
+                                      reason=f"{svc.mode.value} of v{svc.challenger} running")
         res = deps.analyst.canary_analysis(svc.name)
         verdict = res.get("verdict", "inconclusive")
         age = deps.clock.now() - svc.challenger_since

@@ -143,16 +143,20 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
             f"candidate v{ver} of {svc} is not better than the champion by the margin "
             f"(holdout {tr.get('metric')} {tr.get('candidate')} vs {tr.get('champion')}); "
             "not deploying it"))
-    can = last_result(done, "start_canary")
+    policy = inc.get("policy", {})
+    mode = "shadow" if policy.get("rollout") == "shadow" else "canary"
+    can = last_result(done, f"start_{mode}")
     if can is None:
-        pct = inc.get("policy", {}).get("max_canary_pct", 10)
-        return call("deployment", task=f"start a canary of v{ver} for {svc} at {pct:g}%")
+        pct = policy.get("max_canary_pct", 10)
+        task = (f"start a shadow of v{ver} for {svc}" if mode == "shadow"
+                else f"start a canary of v{ver} for {svc} at {pct:g}%")
+        return call("deployment", task=task)
     if can.get("status") != "success":
-        return call("escalate", reason=f"canary of v{ver} for {svc} failed to start: "
+        return call("escalate", reason=f"{mode} of v{ver} for {svc} failed to start: "
                     f"{_short(can)}")
     return call("finish", summary=(
-        f"canary of v{ver} started on {svc} ({tr.get('metric')} {tr.get('candidate')} vs "
-        f"champion {tr.get('champion')} on the recent holdout); awaiting canary analysis"))
+        f"{mode} of v{ver} started on {svc} ({tr.get('metric')} {tr.get('candidate')} vs "
+        f"champion {tr.get('champion')} on the recent holdout); awaiting its analysis"))
 
 
 def _after_verify(inc: dict, ver: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
@@ -166,7 +170,8 @@ def _after_verify(inc: dict, ver: dict, done: list[tuple[str, dict, dict]]) -> A
                         f"passed ({_short(canary)})")
         if pr.get("status") == "success":
             return call("finish", summary=f"promoted v{version} of {svc} after a passing "
-                        f"canary and approval by {pr.get('approved_by', 'a person')}")
+                        f"{canary.get('mode', 'canary')} analysis and approval by "
+                        f"{pr.get('approved_by', 'a person')}")
         if pr.get("status") == "rejected":
             if last_result(done, "rollback") is None:
                 return call("deployment", task=f"roll back the canary of {svc}: promotion "

@@ -6,6 +6,7 @@ from fleet.audit import Audit
 from evals.world import reject_all
 from fleet.datasets import rotating_hyperplane
 from fleet.replay.faults import Fault, FaultSchedule
+from fleet.schema import Policy
 
 DRIFT = 4_000
 
@@ -96,3 +97,25 @@ def test_rejected_approval_ends_with_no_deploy_and_the_reason_in_the_audit(world
     assert perf[0].status.value == "escalated"
     assert "not during the trading freeze" in perf[0].resolution
     assert "registry.promote" not in [e.action for e in audit][3:]
+
+
+def test_shadow_rollout_promotes_after_a_paired_analysis(world_factory):
+    """With ``rollout: shadow`` the candidate scores all traffic silently; users never see it."""
+    world = _world(world_factory, policy=Policy(rollout="shadow"))
+    world.run(2_000, 9_000)
+    svc = world.fleet.registry.service(world.service)
+    assert svc.champion == 2, [(i.kind, i.status.value, i.resolution[:80])
+                               for i in world.system.incidents.recent(10, world.service)]
+    trail = _actions(world)
+    assert "registry.start_shadow" in trail and "registry.start_canary" not in trail
+    served = world.fleet.reader.recent_predictions(world.service, 20_000)
+    assert not [e for _, e in served if e.version == 2 and e.shadow is False
+                and e.ts < world.fleet.registry.version(world.service, 2).created_at + 1e9
+                and _before_promotion(world, e.ts)]
+
+
+def _before_promotion(world, ts: float) -> bool:
+    promo = [e.ts for e in Audit(world.fleet.r, world.fleet.keys).read(service=world.service,
+                                                                        count=5000)
+             if e.action == "registry.promote" and e.details.get("version") == 2]
+    return bool(promo) and ts < promo[0]
