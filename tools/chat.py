@@ -51,8 +51,7 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
     @tool(parse_docstring=True)
     @guarded
     def fleet_status() -> str:
-        """Summarise every service: champion, challenger, mode, open incidents, pending approvals.
-        """
+        """Summarise every service: champion, challenger, mode, incidents, pending approvals."""
         rows = []
         for name in reg.services():
             s = reg.service(name)
@@ -89,8 +88,9 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
     @tool(parse_docstring=True)
     @guarded
     def explain_service(service: str) -> str:
-        """Explain from the audit trail why a service runs its current version (promotions,
-        rollbacks, canaries, who approved, with reasons).
+        """Explain from the audit trail why a service runs its current version.
+
+        Covers promotions, rollbacks, canaries and approvals, with who and why.
 
         Args:
             service: service name.

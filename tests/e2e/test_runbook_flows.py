@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fleet.audit import Audit
 from evals.world import reject_all
+from fleet.audit import Audit
 from fleet.datasets import rotating_hyperplane
 from fleet.replay.faults import Fault, FaultSchedule
 from fleet.schema import Policy
