@@ -24,8 +24,9 @@ from langgraph.types import interrupt
 from fleet.clock import Clock
 from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
-from fleet.registry import Mode, Registry
+from fleet.registry import Registry
 from fleet.telemetry import TelemetryReader
+from supervisors.runbook.policies import last_result, tool_results
 
 
 class CanaryAnalyst(Protocol):
@@ -81,8 +82,10 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
     def intake(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
         inc = deps.incidents.get(state["incident_id"])
         if inc.status == Status.OPEN:
+            worker = (config.get("configurable") or {}).get("worker")
             deps.incidents.transition(inc.id, Status.INVESTIGATING, actor="agent:supervisor",
-                                      reason="picked up by the incident graph")
+                                      reason="picked up by the incident graph"
+                                      + (f" on worker {worker}" if worker else ""))
         svc = deps.registry.service(inc.service)
         payload = {
             "id": inc.id, "service": inc.service, "kind": inc.kind, "severity": inc.severity,
@@ -113,22 +116,26 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         before = list(state["messages"])
         out = supervisor.invoke({"messages": before, "steps": 0}, config)
         new = out["messages"][len(before):]
-        return {"messages": new, "outcome": out.get("outcome", "step_cap"),
-                "summary": out.get("summary", "")}
+        update = {"messages": new, "outcome": out.get("outcome", "step_cap"),
+                  "summary": out.get("summary", "")}
+        started = _started_rollout(new)
+        if started:
+            update["watching"] = started  # verify follows only the rollout this incident began
+        return update
 
     def verify(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
         if state.get("outcome") != "finish":
             return {}
         svc = deps.registry.service(state["service"])
         watching = state.get("watching", 0)
-        if watching and svc.challenger != watching:
+        if not watching:
+            return {"verdict": ""}  # another incident's canary is not ours to judge
+        if svc.challenger != watching:
             # Someone else (a person, or another incident's rollback) ended our canary.
             v = deps.registry.version(svc.name, watching)
             return {"verdict": "", "watching": 0, "outcome": "escalate",
                     "summary": f"canary of v{watching} ended outside this incident (now "
                                f"{v.status.value}); champion v{svc.champion} unchanged"}
-        if svc.challenger is None or svc.mode is Mode.FULL:
-            return {"verdict": ""}
         inc = deps.incidents.get(state["incident_id"])
         if inc.status == Status.INVESTIGATING:
             deps.incidents.transition(inc.id, Status.MITIGATING, actor="agent:supervisor",
@@ -137,7 +144,7 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         verdict = res.get("verdict", "inconclusive")
         age = deps.clock.now() - svc.challenger_since
         if verdict == "inconclusive" and age < deps.canary_deadline_s:
-            return {"verdict": "wait", "check": "verify", "watching": svc.challenger}
+            return {"verdict": "wait", "check": "verify"}
         if verdict == "inconclusive":
             res = dict(res, deadline_s=deps.canary_deadline_s, age_s=round(age))
         msg = HumanMessage(content="VERIFY " + json.dumps({"canary": res}, default=str))
@@ -189,3 +196,13 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
     g.add_conditional_edges("wait", lambda s: s["check"], ["gather", "verify"])
     g.add_edge("close", END)
     return g.compile(checkpointer=checkpointer, name="incident")
+
+
+def _started_rollout(messages: list[Any]) -> int:
+    """The version whose shadow or canary the supervisor's round started (0 if none)."""
+    done = tool_results(messages)
+    for tool in ("start_canary", "start_shadow"):
+        res = last_result(done, tool)
+        if res and res.get("status") == "success" and res.get("version"):
+            return int(res["version"])
+    return 0

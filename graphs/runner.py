@@ -13,7 +13,7 @@ from typing import Any
 
 from langgraph.types import Command
 
-from fleet.approvals import ApprovalStore
+from fleet.approvals import EXPIRED_BY, ApprovalStore
 from fleet.errors import InvalidInput
 from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
@@ -37,15 +37,17 @@ class RunOutcome:
 class IncidentRunner:
     """Runs the compiled incident graph for one incident at a time."""
 
-    def __init__(self, graph: Any, *, incidents: IncidentStore, approvals: ApprovalStore):
+    def __init__(self, graph: Any, *, incidents: IncidentStore, approvals: ApprovalStore,
+                 worker: str = ""):
         self.graph = graph
         self.incidents = incidents
         self.approvals = approvals
+        self.worker = worker  # the loop worker running the threads, recorded at pick-up
 
-    @staticmethod
-    def config(incident_id: str, service: str = "") -> dict[str, Any]:
+    def config(self, incident_id: str, service: str = "") -> dict[str, Any]:
         """The thread config of an incident (thread id = incident id)."""
-        return {"configurable": {"thread_id": incident_id, "service": service},
+        return {"configurable": {"thread_id": incident_id, "service": service,
+                                 "worker": self.worker},
                 "recursion_limit": 200}
 
     def start(self, incident_id: str) -> RunOutcome:
@@ -82,9 +84,11 @@ class IncidentRunner:
         inc = self.incidents.get(incident_id)
         if inc.status == Status.AWAITING_APPROVAL:
             nxt = Status.MITIGATING if decision.approved else Status.INVESTIGATING
-            self.incidents.transition(incident_id, nxt, actor=f"human:{decision.by}",
-                                      reason=f"approval {approval_id} "
-                                      f"{'approved' if decision.approved else 'rejected'}")
+            expired = decision.by == EXPIRED_BY
+            verdict = "approved" if decision.approved else "expired" if expired else "rejected"
+            self.incidents.transition(incident_id, nxt,
+                                      actor=decision.by if expired else f"human:{decision.by}",
+                                      reason=f"approval {approval_id} {verdict}")
         value = {"type": "decision", "approval_id": approval_id}
         return self._resume(incident_id, "approval", value, approval_id=approval_id)
 
