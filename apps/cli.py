@@ -5,6 +5,7 @@ Domain errors become one line on stderr and exit code 1; bad arguments one line 
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -157,13 +158,14 @@ def serve_gateway(
 @app.command()
 def demo(
     rows: int = typer.Option(0, min=0, help="stop after this many rows (0 = whole stream)"),
-    out: Path = typer.Option(Path("flywheel-demo"), help="directory for the summary and plot"),
+    out: Path = typer.Option(Path("flywheel-demo"), help="directory for the plot"),
     seed: int = typer.Option(0, help="seed"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="approve every request automatically"),
 ) -> None:
-    """Embedded end-to-end run on the Electricity stream: Redis, registry, gateway, replayer."""
+    """Everything embedded, supervising itself on the Electricity stream (no API key needed)."""
     from apps.demo import run_demo
 
-    run_demo(_settings(), console, rows=rows, out=out, seed=seed)
+    run_demo(_settings(), console, rows=rows, out=out, seed=seed, yes=yes)
 
 
 @app.command()
@@ -243,6 +245,9 @@ def serve(
 
 def main() -> None:
     """Console-script entry: run the app, turning known errors into one clear line."""
+    # One OpenMP thread for every thread of the process (threadpoolctl's limit only reaches the
+    # calling thread, and the gateway scores in server threads); must be set before sklearn loads.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         code = app(standalone_mode=False)
     except NoArgsIsHelpError as exc:

@@ -64,6 +64,8 @@ class World:
     human_name: str = "oncall"
     tick_every: int = 500
     events: list[dict[str, Any]] = field(default_factory=list)
+    target: Any = None
+    """Where replayed traffic goes (default: the gateway in process; the demo uses HTTP)."""
 
     @property
     def fleet(self) -> Fleet:
@@ -71,25 +73,30 @@ class World:
         return self.system.fleet
 
     def run(self, start: int, stop: int, *, faults: FaultSchedule | None = None,
-            batch: int = 100, rows_per_s: float = 20.0, seed: int = 0) -> ReplayStats:
+            batch: int = 100, rows_per_s: float = 20.0, seed: int = 0,
+            on_batch: Callable[[BatchReport], None] | None = None) -> ReplayStats:
         """Replay rows ``[start, stop)``; tick, advance incidents and answer approvals."""
-        replayer = Replayer(DirectTarget(self.gateway), clock=self.clock, rate=rows_per_s,
+        target = self.target or DirectTarget(self.gateway)
+        replayer = Replayer(target, clock=self.clock, rate=rows_per_s,
                             batch_size=batch, seed=seed, faults=faults,
                             fault_sink=RedisFaultSink(self.fleet.r, self.fleet.keys))
         since = {"rows": 0}
 
-        def on_batch(rep: BatchReport) -> None:
+        def each(rep: BatchReport) -> None:
             since["rows"] += len(rep.batch.rows)
             if since["rows"] >= self.tick_every:
                 since["rows"] = 0
                 self.step()
+            if on_batch is not None:
+                on_batch(rep)
 
-        stats = replayer.run(self.service, self.stream, start, stop, on_batch=on_batch)
+        stats = replayer.run(self.service, self.stream, start, stop, on_batch=each)
         self.step()
         return stats
 
     def step(self) -> None:
         """One monitor tick, one driver pass, and the human's answers (then another pass)."""
+        self.gateway.flush()
         tick = self.system.monitor.tick(self.clock.now())
         for s in getattr(tick, "signals", []) or []:
             self.events.append({"t": self.clock.now(), "event": "signal", "kind": s.kind})
@@ -145,6 +152,41 @@ def make_world(
     res = system.trainer.train_from_dataset(service, stream, 0, train_rows, seed=seed,
                                             created_by="eval")
     fleet.registry.promote(service, res.version.number, actor="eval", reason="initial model")
+    gateway = Gateway(fleet.registry, TelemetryBuffer(fleet.writer, background=False),
+                      clock=clock, refresh_interval=0.0, sleep_on_latency_fault=False,
+                      measure_latency=False)
+    return World(system=system, gateway=gateway, clock=clock, service=service, stream=stream,
+                 human=human)
+
+
+def attach_world(
+    r: redis.Redis,
+    url: str,
+    *,
+    prefix: str,
+    artifacts: Path,
+    stream: DriftStream,
+    now: float,
+    service: str = "svc",
+    human: Human = approve_all,
+    brain: BrainConfig | None = None,
+    options: GraphOptions | None = None,
+    executor: Executor | None = None,
+) -> World:
+    """Rebuild a world over what another process left in Redis, as a restart after a crash would.
+
+    Nothing is registered, trained or promoted: services, versions, telemetry, incidents,
+    approvals and the graphs' checkpoints are read back from Redis (and models from
+    ``artifacts``), and the driver resumes every open incident from its checkpoint. ``now`` is
+    the simulated time to go on from (the clock of the process that ran before).
+    """
+    single_threaded_models()
+    clock = ManualClock(now)
+    fleet = build_fleet(r, url, prefix=prefix, artifacts=artifacts, clock=clock)
+    trainer = Trainer(fleet.registry, executor=executor) if executor is not None else None
+    system = build_system(fleet, brain=brain, options=options or GraphOptions(
+        canary_deadline_s=3_600.0, wait_s=30.0), trainer=trainer)  # as make_world's
+    fleet.registry.service(service)  # fails loudly if there is nothing to attach to
     gateway = Gateway(fleet.registry, TelemetryBuffer(fleet.writer, background=False),
                       clock=clock, refresh_interval=0.0, sleep_on_latency_fault=False,
                       measure_latency=False)

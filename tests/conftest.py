@@ -11,6 +11,9 @@ import pytest
 import redis
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# Before sklearn loads: OpenMP's thread count is per thread unless set in the environment, and
+# tiny predict batches on 2 shared cores stall with a thread team (gateway server threads too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from fleet.clock import ManualClock
 from fleet.embedded_redis import EmbeddedRedis, find_redis_server
