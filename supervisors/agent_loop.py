@@ -2,8 +2,9 @@
 
 The tools node (ours, not ``ToolNode``) turns every recoverable problem into a tool message the
 model can act on: an unknown tool, arguments that fail the schema, a ``ToolException``. A repeated
-read-only call with the same arguments is answered from the first result instead of being run
-again. ``GraphInterrupt`` (an approval) is never caught: it must reach the outermost graph.
+read-only call with the same arguments in one turn (since the last human message) is answered
+from the first result instead of being run again. ``GraphInterrupt`` (an approval) is never
+caught: it must reach the outermost graph.
 Terminal tools (``finish``, ``escalate``) end the loop.
 """
 
@@ -14,7 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool, ToolException
 from langgraph.errors import GraphBubbleUp
@@ -81,19 +89,23 @@ def build_agent(spec: AgentSpec, brain: Runnable, *, checkpointer: Any = None) -
     def run_tools(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         last = state["messages"][-1]
         assert isinstance(last, AIMessage)
-        seen = _previous_results(state["messages"][:-1], spec.read_only)
+        seen = _previous_results(_this_turn(state["messages"][:-1]), spec.read_only)
         out: list[ToolMessage] = []
         update: dict[str, Any] = {}
         for call in last.tool_calls:
-            content = _call_tool(tools, call, seen, config)
+            if "outcome" in update:
+                # Not run, but answered: providers reject a conversation with a tool call
+                # that has no tool message, and this conversation may be sent again.
+                content = _error(f"not run: {update['outcome']} ended this turn")
+            else:
+                content = _call_tool(tools, call, seen, config)
             out.append(
                 ToolMessage(content=content, tool_call_id=call["id"] or "", name=call["name"])
             )
-            if call["name"] in TERMINAL and call["name"] in tools:
+            if "outcome" not in update and call["name"] in TERMINAL and call["name"] in tools:
                 update["outcome"] = call["name"]
                 args = call["args"] or {}
                 update["summary"] = str(next(iter(args.values()), ""))
-                break
         update["messages"] = out
         return update
 
@@ -144,6 +156,16 @@ def _call_tool(
         return _error(str(exc))
     text = result if isinstance(result, str) else json.dumps(result, default=str)
     return text[:MAX_RESULT_CHARS]
+
+
+def _this_turn(messages: Sequence[BaseMessage]) -> Sequence[BaseMessage]:
+    """The messages since the last human one (the current turn).
+
+    A new turn (a chat message, a verify round) may find the fleet changed, so reads from earlier
+    turns are no answer to it.
+    """
+    last = max((i for i, m in enumerate(messages) if isinstance(m, HumanMessage)), default=0)
+    return messages[last:]
 
 
 def _previous_results(messages: Sequence[BaseMessage], read_only: frozenset[str]) -> dict[str, str]:

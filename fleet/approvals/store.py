@@ -110,14 +110,28 @@ class ApprovalStore:
 
         Asking again for the same action in the same incident returns the request already made
         (pending or decided by a person), not a second one; only an expired request is replaced.
+        The same ``ctx.step`` asking again (a tool call re-run when its thread resumes) always gets
+        its own request back, even an expired one, so the thread sees that denial instead of
+        a fresh request nobody waits on.
         Its approvers and time to decide come from ``policy`` (``approvers``, ``approval_ttl_s``).
 
         Raises:
             InvalidInput: the evidence is too large or not numbers and short strings.
         """
+        step_key = (self.keys.approval_step(ctx.incident, ctx.step, action.digest)
+                    if ctx.step else None)
+        if step_key is not None:
+            mine = self.r.get(step_key)
+            if mine is not None:
+                try:
+                    return self.get(mine)
+                except UnknownApproval:
+                    pass  # deleted by hand: ask afresh
         for _ in range(5):
             existing = self._open_request(ctx.incident, action.digest)
             if existing is not None:
+                if step_key is not None:
+                    self.r.set(step_key, existing.id)
                 return existing
             req = self._build(action, ctx, policy, risk, evidence)
             fields = self.audit.fields(
@@ -133,6 +147,8 @@ class ApprovalStore:
                       *_flat(fields)],
             )
             if int(code) == 1:
+                if step_key is not None:
+                    self.r.set(step_key, req.id)
                 return req
             # 0: another caller created one first; -1: id collision. Either way, look again.
         raise WriteConflict(
@@ -317,6 +333,19 @@ class ApprovalStore:
         return decision
 
     # --- use ------------------------------------------------------------------------------
+    def consume(self, approval_id: str) -> None:
+        """Mark an approval as used by the write it authorised; it authorises nothing else.
+
+        A resumed thread still gets the write's stored result from the action ledger; a new
+        attempt at the same action must ask again.
+        """
+        key = self.keys.approval(approval_id)
+        if self.r.hsetnx(key, "consumed_at", repr(self.clock.now())):
+            req = self.get(approval_id)
+            pointer = self.keys.approval_open(req.incident, req.action_digest)
+            if self.r.get(pointer) == approval_id:
+                self.r.delete(pointer)
+
     def check(self, approval_id: str, action: ActionSpec, *, incident: str) -> ApprovalDecision:
         """Return the approval that authorises ``action`` in ``incident``, or refuse.
 
@@ -347,6 +376,12 @@ class ApprovalStore:
                 "over between incidents"
             )
         now = self.clock.now()
+        used = self.r.hget(self.keys.approval(approval_id), "consumed_at")
+        if used is not None:
+            raise PolicyViolation(
+                f"{what} and was already used at {iso_time(float(used))}; an approval "
+                "authorises one write. Call without approval_id to request a new one"
+            )
         if decision is None:
             raise PolicyViolation(
                 f"{what} and is still pending (expires {iso_time(req.expires_at)}); wait for a "

@@ -137,6 +137,8 @@ class Gate:
             raise
         if ran:
             self.limits.reset_failures(spec.service, spec.name)
+            if approval_id is not None:
+                self.approvals.consume(approval_id)
         self._audit(ctx, spec, "replayed" if not ran else "done", approval_id, key=key)
         return result, not ran
 

@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from evals.world import World, make_world
+from tests.e2e.llm import ScriptedLLMs, UsageLog
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +40,34 @@ def world_factory(r, keys, redis_url: str, tmp_path: Path,
     yield make
     for w in made:
         w.close()
+
+
+@pytest.fixture()
+def scripted_llms(monkeypatch: pytest.MonkeyPatch) -> ScriptedLLMs:
+    """Scripted models in place of the provider model, per role (see ``tests/e2e/llm.py``)."""
+    return ScriptedLLMs(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def usage_log() -> Iterator[UsageLog]:
+    """Per-incident LLM calls and tokens of the scripted runs, saved to ``out/llm_usage.json``."""
+    log = UsageLog(REPO / "out" / "llm_usage.json")
+    yield log
+    log.write()
+
+
+@pytest.fixture()
+def record_usage(request: pytest.FixtureRequest, usage_log: UsageLog,
+                 record_property: Callable[[str, Any], None]) -> Callable[..., dict[str, Any]]:
+    """``record_usage(world, **extra)``: log every incident's LLM usage for the closing note."""
+
+    def record(world: World, **extra: Any) -> dict[str, Any]:
+        usage = world.system.usage
+        incidents = [i.id for i in world.system.incidents.recent(50, world.service)]
+        entry = usage_log.record(request.node.name,
+                                 [usage.snapshot(i) for i in incidents], **extra)
+        record_property("llm_usage", entry)
+        print(f"LLM usage {request.node.name}: {entry}")
+        return entry
+
+    return record

@@ -16,7 +16,8 @@ def _actions(world, prefix: str = "") -> list[str]:
         service=world.service, count=5000) if e.action.startswith(prefix)]
 
 
-def test_concept_drift_is_retrained_canaried_approved_promoted_and_resolved(world_factory):
+def test_concept_drift_is_retrained_canaried_approved_promoted_and_resolved(world_factory,
+                                                                           record_usage):
     stream = rotating_hyperplane(16_000, drifts=[DRIFT], width=1, seed=3)
     world = world_factory(stream=stream)
     world.run(2_000, 16_000)
@@ -35,6 +36,10 @@ def test_concept_drift_is_retrained_canaried_approved_promoted_and_resolved(worl
     assert trail.index("approval.approve") < len(trail) - 1 - trail[::-1].index("registry.promote")
     v2 = world.fleet.registry.version(world.service, 2)
     assert v2.metrics["improvement"] > 0.05
+    # The runbook brain is not an LLM: the whole incident costs no LLM call and no token.
+    assert world.system.usage.snapshot(perf[-1].id).llm_calls == 0
+    assert world.system.usage.incidents() == []
+    record_usage(world)
 
 
 def _world(world_factory, **kw):

@@ -334,3 +334,27 @@ def test_a_promote_interrupted_by_a_crash_is_never_repeated(
         ops.promote("elec", 2, CTX, approval_id=approval)
     assert registry.generation("elec") == gen
     assert registry.service("elec").champion == 2
+
+
+def test_an_approval_authorises_one_write_only(ops, registry, clock) -> None:
+    """Regression: an approved promote, rolled back, must not be promotable again on the same
+    approval once the cooldown has passed; a resumed call still gets the stored result."""
+    from fleet.errors import ApprovalRequired, PolicyViolation
+
+    ctx = CTX.model_copy(update={"step": "call-1"})
+    with pytest.raises(ApprovalRequired) as first:
+        ops.promote("elec", 2, ctx)
+    req = first.value.request
+    ops.approvals.decide(req.id, approve=True, by="oncall", reason="ok", digest=req.action_digest)
+    done = ops.promote("elec", 2, ctx, approval_id=req.id)
+    assert done.champion == 2 and not done.replayed
+    assert ops.promote("elec", 2, ctx, approval_id=req.id).replayed  # resume: stored result
+    ops.rollback("elec", CTX.model_copy(update={"step": "rb"}))
+    clock.advance(3_600)
+    again = CTX.model_copy(update={"step": "call-2"})
+    with pytest.raises(PolicyViolation, match="already used"):
+        ops.promote("elec", 2, again, approval_id=req.id)
+    with pytest.raises(ApprovalRequired) as fresh:
+        ops.promote("elec", 2, again)
+    assert fresh.value.request.id != req.id
+    assert registry.service("elec").champion == 1
