@@ -243,6 +243,20 @@ def serve(
     serve_api_forever(_settings(), host=host, port=port)
 
 
+@app.command()
+def bench(
+    only: list[str] = typer.Option([], "--only", help="telemetry, gateway, monitor, llm"),
+    out: Path = typer.Option(Path("out"), help="directory for bench.md and bench.json"),
+) -> None:
+    """Run the benchmarks; each table has a ratio against a named alternative."""
+    from evals.bench.all import BENCHES, run_all
+
+    bad = [n for n in only if n not in BENCHES]
+    if bad:
+        raise typer.BadParameter(f"unknown benchmark(s) {bad}; choose from {list(BENCHES)}")
+    run_all(only or None, out, console)
+
+
 def main() -> None:
     """Console-script entry: run the app, turning known errors into one clear line."""
     # One OpenMP thread for every thread of the process (threadpoolctl's limit only reaches the

@@ -2,8 +2,9 @@
 
 Services hash to a fixed number of shards; each worker owns some shards by expiring leases (a fair
 share of the live workers) and takes over a dead worker's shards when their leases lapse. Each
-incident is advanced under its own lease, so no two workers ever work one incident at once. Redis
-outages back off and retry; SIGTERM finishes the current pass and exits.
+incident is advanced under its own lease, so no two workers ever work one incident at once. A live
+worker renews its leases in the background, even during a long pass; a killed one loses them
+within their TTL. Redis outages back off and retry; SIGTERM finishes the current pass and exits.
 """
 
 from __future__ import annotations
@@ -31,10 +32,16 @@ class LoopConfig:
     """Tunables of one loop worker."""
 
     shards: int = 16
+    """Fixed number of service shards (every worker must use the same)."""
     tick_interval_s: float = 5.0
+    """Pause between passes."""
     shard_ttl_s: float = 30.0
-    incident_ttl_s: float = 300.0
+    """Shard lease TTL, renewed each pass: a dead worker's shards are free after this."""
+    incident_ttl_s: float = 30.0
+    """Incident lease TTL, renewed in the background while a thread runs: a worker killed
+    mid-incident frees it after this."""
     heartbeat_ttl_s: float = 30.0
+    """A worker silent for this long no longer counts toward the fair share."""
 
 
 @dataclass
@@ -78,6 +85,21 @@ class ShardOwner:
         self.owned = kept
         return kept
 
+    def keep_alive(self, stop: threading.Event) -> None:
+        """Renew the heartbeat and the owned shards every third of their TTL until ``stop``.
+
+        Run in a thread by :meth:`Loop.run_forever`, so a long pass (a training run, a slow
+        incident) never lets them lapse; a killed worker's leases lapse within their TTL.
+        """
+        period = min(self.cfg.shard_ttl_s, self.cfg.heartbeat_ttl_s) / 3
+        while not stop.wait(period):
+            try:
+                self.r.zadd(self.keys.loop_workers, {self.leases.owner: time.time()})
+                for s in list(self.owned):
+                    self.leases.renew(self.keys.loop_shard(s), self.cfg.shard_ttl_s)
+            except redis.RedisError as exc:  # the pass backs off; the next renewal may work
+                log.warning(json.dumps({"event": "loop.keepalive_failed", "error": str(exc)}))
+
     def owns(self, service: str) -> bool:
         """Whether this worker owns ``service``'s shard."""
         return shard_of(service, self.cfg.shards) in self.owned
@@ -101,8 +123,9 @@ class Loop:
         self.shards = ShardOwner(fleet.r, fleet.keys, self.leases, self.cfg)
         self.stop_event = threading.Event()
         system.driver.owns = self.shards.owns
-        system.driver.claim = lambda inc: self.leases.hold(fleet.keys.loop_incident(inc),
-                                                           self.cfg.incident_ttl_s)
+        system.driver.claim = lambda inc: self.leases.hold(
+            fleet.keys.loop_incident(inc), self.cfg.incident_ttl_s, keepalive=True)
+        system.runner.worker = self.leases.owner
 
     def run_once(self) -> PassReport:
         """One pass: shard leases, monitor tick on owned services, incident advancement."""
@@ -122,6 +145,10 @@ class Loop:
         self._install_signals()
         backoff = 1.0
         log.info(json.dumps({"event": "loop.start", "worker": self.leases.owner}))
+        keeping = threading.Event()
+        keeper = threading.Thread(target=self.shards.keep_alive, args=(keeping,), daemon=True,
+                                  name="loop-keepalive")
+        keeper.start()
         try:
             while not self.stop_event.is_set():
                 try:
@@ -135,7 +162,15 @@ class Loop:
                                             "retry_in_s": backoff}))
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
+                except Exception as exc:  # a bug in one pass must not stop the daemon
+                    log.exception(json.dumps({"event": "loop.error", "worker": self.leases.owner,
+                                              "error": f"{type(exc).__name__}: {exc}"[:300],
+                                              "retry_in_s": backoff}))
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
         finally:
+            keeping.set()
+            keeper.join()
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                 self.shards.release_all()  # if Redis is down, the leases expire by themselves
             log.info(json.dumps({"event": "loop.stop", "worker": self.leases.owner}))

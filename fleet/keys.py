@@ -37,6 +37,8 @@ key                                   type      holds
 ``P:approvals:pending``               zset      pending approval ids scored by expiry
 ``P:approval:open:INC:DIGEST``        string    id of the pending request of one incident for one
                                                 action digest (deleted once decided)
+``P:approval:step:INC:STEP:DIGEST``   string    id of the request one step (tool call) made, so
+                                                the step re-run on resume gets it back
 ``P:act:KEY``                         hash      idempotency record of one side effect
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
 ``P:loop:shard:N``                    string    lease: the loop worker owning shard N
@@ -145,6 +147,10 @@ class Keys:
     def approval_open(self, incident: str, digest: str) -> str:
         """Id of the pending approval request of ``incident`` for the action ``digest``."""
         return f"{self.prefix}:approval:open:{incident}:{digest}"
+
+    def approval_step(self, incident: str, step: str, digest: str) -> str:
+        """Id of the approval request one step (tool call) of ``incident`` made for ``digest``."""
+        return f"{self.prefix}:approval:step:{incident}:{step}:{digest}"
 
     def action(self, key: str) -> str:
         """Idempotency record of one side effect."""

@@ -8,11 +8,15 @@ uses Redis time, not the injected clock: leases guard real processes, which live
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 import uuid
 import zlib
 from collections.abc import Iterator
 
 import redis
+
+log = logging.getLogger(__name__)
 
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -66,11 +70,34 @@ class Leases:
         return v.decode() if isinstance(v, bytes) else v
 
     @contextlib.contextmanager
-    def hold(self, key: str, ttl_s: float) -> Iterator[bool]:
-        """``with leases.hold(key, ttl) as mine:`` — released on exit when taken."""
+    def hold(self, key: str, ttl_s: float, *, keepalive: bool = False) -> Iterator[bool]:
+        """``with leases.hold(key, ttl) as mine:`` — released on exit when taken.
+
+        With ``keepalive`` a background thread renews the lease every ``ttl_s / 3`` while the
+        block runs, so work longer than the TTL keeps it, and a killed process loses it within
+        ``ttl_s``.
+        """
         mine = self.acquire(key, ttl_s)
+        stop = threading.Event()
+        keeper = None
+        if mine and keepalive:
+            keeper = threading.Thread(target=self._keep, args=(key, ttl_s, stop), daemon=True,
+                                      name=f"lease-keeper:{key}")
+            keeper.start()
         try:
             yield mine
         finally:
+            stop.set()
+            if keeper is not None:
+                keeper.join()
             if mine:
                 self.release(key)
+
+    def _keep(self, key: str, ttl_s: float, stop: threading.Event) -> None:
+        while not stop.wait(ttl_s / 3):
+            try:
+                if not self.renew(key, ttl_s):
+                    log.warning("lease %s was lost (expired and taken over)", key)
+                    return
+            except redis.RedisError as exc:  # the next renewal may get through
+                log.warning("lease %s not renewed: %s", key, exc)

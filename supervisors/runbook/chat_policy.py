@@ -71,12 +71,14 @@ def chat(messages: Sequence[BaseMessage]) -> AIMessage:
 def render(tool: str, res: dict[str, Any]) -> str:
     """A short human reply for one tool result."""
     status = res.get("status")
-    if status == "error":
+    if status in ("error", "duplicate_call"):
         return f"error: {res.get('error')}"
     if status == "approval_required":
         return (f"needs approval {res['approval_id']} ({res.get('action')}); approvers: "
                 f"{', '.join(res.get('approvers', []))}. An approver says: "
                 f"approve {res['approval_id']}")
+    if status != "success" or res.get("truncated"):  # no_data, a cut-off result: as it is
+        return _short({k: v for k, v in res.items() if k != "status"})
     if tool == "fleet_status":
         lines = [f"{s['service']}: champion v{s['champion']}, mode {s['mode']}"
                  + (f", challenger v{s['challenger']}" if s["challenger"] else "")
@@ -91,7 +93,8 @@ def render(tool: str, res: dict[str, Any]) -> str:
     if tool == "explain_service":
         hist = [f"- {h['action']} v{h['version']} by {h['actor']}: {h['reason']}"
                 for h in res["history"]]
-        return (f"{res['service']} runs v{res['champion']} (previous v{res['previous']}).\n"
+        prev = f" (previous v{res['previous']})" if res.get("previous") is not None else ""
+        return (f"{res['service']} runs v{res['champion']}{prev}.\n"
                 + "\n".join(hist or ["no promotions or rollbacks recorded"]))
     if tool == "list_pending_approvals":
         rows = [f"{a['id']}: {a['action']} (risk {a['risk']}, approvers "

@@ -230,6 +230,25 @@ def test_asking_again_after_expiry_expires_the_old_request_first(
     assert store.pending() == [new]
 
 
+def test_the_same_step_asking_after_expiry_gets_its_expired_request_back(
+    store: ApprovalStore, clock
+) -> None:
+    """A tool call re-run when its thread resumes after an expiry sees the denial.
+
+    Regression: the re-run asked again, got a fresh request nobody waited on, and the thread
+    never learned its approval had expired (issue 5: overdue approvals expire and escalate).
+    """
+    step = CTX.model_copy(update={"step": "call-1"})
+    old = store.request(PROMOTE, step, POLICY)
+    clock.advance(901.0)
+    assert store.expire_overdue() == [old]
+
+    assert store.request(PROMOTE, step, POLICY) == old
+    assert store.pending() == []
+    fresh = store.request(PROMOTE, CTX.model_copy(update={"step": "call-2"}), POLICY)
+    assert fresh.id != old.id and store.pending() == [fresh]  # a new call asks afresh
+
+
 def test_pending_is_sorted_by_expiry(store: ApprovalStore, clock) -> None:
     a = store.request(PROMOTE, CTX, Policy(approval_ttl_s=600))
     ctx2 = CTX.model_copy(update={"incident": "inc-2"})
