@@ -119,6 +119,10 @@ class Monitor:
         t0 = time.perf_counter()
         now = self.clock.now() if now is None else now
         names = self.registry.services() if services is None else list(services)
+        # A service this process no longer watches (its shard moved to another worker) must be
+        # reloaded from Redis if it comes back, never resumed from a stale in-memory copy.
+        for gone in set(self._aggs) - set(names):
+            del self._aggs[gone]
         open_kinds: dict[str, set[str]] = defaultdict(set)
         for inc in self.incidents.open_incidents():
             open_kinds[inc.service].add(inc.kind)
