@@ -8,7 +8,7 @@ instead of one per event. ``MAXLEN ~`` keeps memory bounded at roughly ``maxlen`
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,28 +88,27 @@ class TelemetryWriter:
         self, service: str, raw_events: Sequence[Any], n_features: int
     ) -> IngestResult:
         """Validate untrusted prediction events; append the good, dead-letter the bad."""
-        good: list[str] = []
-        res = IngestResult()
-        for i, raw in enumerate(raw_events):
-            try:
-                good.append(validate_prediction(raw, n_features).encode())
-            except (InvalidInput, ValueError, TypeError) as exc:
-                self._reject(res, service, "prediction", i, raw, str(exc))
-        self.append_encoded(self.keys.telemetry(service), good)
-        res.accepted = len(good)
-        return res
+        return self._ingest(service, "prediction", self.keys.telemetry(service), raw_events,
+                            lambda raw: validate_prediction(raw, n_features).encode())
 
     def ingest_labels(self, service: str, raw_labels: Sequence[Any]) -> IngestResult:
         """Validate untrusted labels; append the good, dead-letter the bad."""
         now = self.clock.now()
+        return self._ingest(service, "label", self.keys.labels(service), raw_labels,
+                            lambda raw: validate_label(raw, now).encode())
+
+    def _ingest(
+        self, service: str, kind: str, stream_key: str, raws: Sequence[Any],
+        encode: Callable[[Any], str],
+    ) -> IngestResult:
         good: list[str] = []
         res = IngestResult()
-        for i, raw in enumerate(raw_labels):
+        for i, raw in enumerate(raws):
             try:
-                good.append(validate_label(raw, now).encode())
-            except (InvalidInput, ValueError, TypeError) as exc:
-                self._reject(res, service, "label", i, raw, str(exc))
-        self.append_encoded(self.keys.labels(service), good)
+                good.append(encode(raw))
+            except (InvalidInput, ValueError, TypeError, OverflowError) as exc:
+                self._reject(res, service, kind, i, raw, str(exc))
+        self.append_encoded(stream_key, good)
         res.accepted = len(good)
         return res
 
