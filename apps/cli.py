@@ -257,6 +257,22 @@ def bench(
     run_all(only or None, out, console)
 
 
+@app.command("eval")
+def eval_(
+    scenario: list[str] = typer.Option([], "--scenario", help="scenario name (repeatable; "
+                                       "default: every scenario in evals/scenarios)"),
+    out: Path = typer.Option(Path("out/eval"), help="directory for scorecard.md, "
+                             "scorecard.json and the plots"),
+    model: str | None = typer.Option(None, help="litellm model for the agents, e.g. "
+                                     "openai/gpt-4o-mini (default: the runbook brain)"),
+    quick: bool = typer.Option(False, help="the scenarios' smaller sizes and fewer baselines"),
+) -> None:
+    """Run the eval scenarios and their baselines in simulated time; write the scorecard."""
+    from apps.eval_cmd import run_eval
+
+    run_eval(_settings(), console, scenarios=scenario, out=out, model=model, quick=quick)
+
+
 def main() -> None:
     """Console-script entry: run the app, turning known errors into one clear line."""
     # One OpenMP thread for every thread of the process (threadpoolctl's limit only reaches the

@@ -23,6 +23,7 @@ from fleet.clock import ManualClock
 from fleet.datasets import DriftStream
 from fleet.gateway import Gateway
 from fleet.gateway.target import DirectTarget
+from fleet.incidents.lifecycle import Status
 from fleet.replay.fault_store import RedisFaultSink
 from fleet.replay.faults import FaultSchedule
 from fleet.replay.replayer import BatchReport, Replayer, ReplayStats
@@ -66,6 +67,10 @@ class World:
     events: list[dict[str, Any]] = field(default_factory=list)
     target: Any = None
     """Where replayed traffic goes (default: the gateway in process; the demo uses HTTP)."""
+    ack_escalations_after_s: float | None = None
+    """The person closes an escalated incident this long after it escalated, handing the
+    service back to the agents (None: escalations stay open, as nobody reads them)."""
+    _escalated: dict[str, float] = field(default_factory=dict, repr=False)
 
     @property
     def fleet(self) -> Fleet:
@@ -105,6 +110,21 @@ class World:
             rep = self.system.driver.step()
         for inc, out in rep.outcomes.items():
             self.events.append({"t": self.clock.now(), "event": out.state, "incident": inc})
+        self._acknowledge()
+
+    def _acknowledge(self) -> None:
+        """Close escalations that have waited ``ack_escalations_after_s`` (an on-call ack)."""
+        if self.ack_escalations_after_s is None:
+            return
+        now = self.clock.now()
+        for inc in self.system.incidents.open_incidents(self.service):
+            if inc.status != Status.ESCALATED:
+                continue
+            since = self._escalated.setdefault(inc.id, now)
+            if now - since >= self.ack_escalations_after_s:
+                self.system.incidents.transition(
+                    inc.id, Status.RESOLVED, actor=f"human:{self.human_name}",
+                    reason="acknowledged: keep the current model; the agents may act again")
 
     def _answer(self) -> bool:
         answered = False

@@ -56,6 +56,7 @@ class EmbeddedRedis:
         data_dir: str | Path | None = None,
         port: int | None = None,
         appendonly: bool = True,
+        appendfsync: str = "everysec",
         maxmemory: str | None = None,
     ):
         self.binary = find_redis_server()
@@ -64,6 +65,11 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.appendonly = appendonly
+        if appendfsync not in ("always", "everysec", "no"):
+            raise ValueError(
+                f"appendfsync must be 'always', 'everysec' or 'no', not {appendfsync!r}")
+        self.appendfsync = appendfsync
+        """``always`` fsyncs every write: a crash (not only a stop) then loses nothing."""
         self.maxmemory = maxmemory
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -80,7 +86,7 @@ class EmbeddedRedis:
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--protected-mode", "yes",
             "--daemonize", "no",
@@ -124,6 +130,18 @@ class EmbeddedRedis:
         if self._own_dir:
             with contextlib.suppress(OSError):
                 shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def crash(self) -> None:
+        """SIGKILL the server, as a crash would: no shutdown, the data directory stays.
+
+        :meth:`start` brings it back on the same port; AOF replays whatever was fsynced.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
 
     def restart(self) -> None:
         """Stop and start the server on the same port and directory (AOF replays the data)."""

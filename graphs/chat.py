@@ -33,7 +33,9 @@ def build_chat_graph(deps: ToolDeps, brains: BrainFactory, *, checkpointer: Any,
 
 def chat_turn(graph: Any, thread_id: str, text: str, *, user: str) -> str:
     """Run one turn of a conversation and return the assistant's reply."""
-    cfg = {"configurable": {"thread_id": thread_id, "user": user}, "recursion_limit": 50}
+    # ``said`` is what the person typed this turn: the one text a decision may come from.
+    cfg = {"configurable": {"thread_id": thread_id, "user": user, "said": text},
+           "recursion_limit": 50}
     out = graph.invoke({"messages": [HumanMessage(content=text)], "steps": 0, "outcome": "",
                         "summary": ""}, cfg)
     for m in reversed(out["messages"]):

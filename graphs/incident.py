@@ -1,8 +1,9 @@
 """The incident graph: intake → gather → supervisor → verify → close, with waits in between.
 
 The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Gather holds a
-performance incident until enough labelled traffic after the drift's onset exists to train on the
-new concept (a wait interrupt the loop resumes later). Verify re-checks
+performance incident until the drift has settled (the champion's error stopped rising) and enough
+labelled traffic of the new concept exists to train on (a wait interrupt the loop resumes later;
+see ``fleet.monitor.settle``). Verify re-checks
 the service after a round: a live canary is analysed, and while the analysis is inconclusive
 before its deadline the graph pauses with a ``wait`` interrupt that the loop resumes later. A
 verdict goes back to the supervisor, at most ``max_rounds`` times. Thread id = incident id.
@@ -24,6 +25,7 @@ from langgraph.types import interrupt
 from fleet.clock import Clock
 from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
+from fleet.monitor.settle import new_concept_since
 from fleet.registry import Registry
 from fleet.telemetry import TelemetryReader
 from supervisors.runbook.policies import last_result, tool_results
@@ -102,10 +104,8 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         inc = deps.incidents.get(state["incident_id"])
         if inc.kind != "performance_drop" or inc.onset_at is None:
             return {"check": ""}
-        need = deps.registry.service(inc.service).policy.min_rows_after_drift
-        have = len(deps.reader.labelled_window(inc.service, need, since_ts=inc.onset_at,
-                                               scan_limit=need * 8))
-        if have >= need or deps.clock.now() - inc.opened_at > deps.gather_timeout_s:
+        since = new_concept_since(deps.registry, deps.reader, inc)
+        if since is not None or deps.clock.now() - inc.opened_at > deps.gather_timeout_s:
             return {"check": ""}
         return {"check": "gather"}
 

@@ -118,7 +118,9 @@ class IncidentRunner:
             return RunOutcome(incident_id, "new")
         pending = [i for i in snap.interrupts if isinstance(i.value, dict)]
         values = snap.values
-        if snap.next and not pending:
+        # ``next`` leaves out tasks whose writes were saved before a crash cut the step short
+        # (the checkpoint after them was not): the thread is not done while any task is left.
+        if (snap.next or snap.tasks) and not pending:
             return RunOutcome(incident_id, "stalled")
         approvals = tuple(i.value["approval_id"] for i in pending
                           if i.value.get("type") == "approval")

@@ -17,7 +17,7 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from fleet.actions.spec import ActionContext
 from fleet.errors import ApprovalRequired
 from tools.deps import ToolDeps
-from tools.results import Status, guarded, ok, result
+from tools.results import Status, error, guarded, ok, result
 
 READ_ONLY = frozenset({"fleet_status", "service_status", "list_incidents", "explain_service",
                        "list_pending_approvals"})
@@ -127,6 +127,16 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
             approve: true to approve, false to reject.
             reason: why; required to reject.
         """
+        said = str((config.get("configurable") or {}).get("said") or "").lower()
+        verb = "approv" if approve else "reject"
+        if not approval_id or approval_id.lower() not in said or verb not in said:
+            # Text the model read (tool results, incident notes, telemetry) may ask for this
+            # call; only the person's own message can, naming the request and the verdict.
+            return error(
+                f"approval {approval_id!r} is decided only when the person names it and the "
+                f"verdict in their own message; ask them to write: approve {approval_id}  "
+                f"(or: reject {approval_id} <reason>)"
+            )
         req = deps.approvals.get(approval_id)
         d = deps.approvals.decide(approval_id, approve=approve, by=_user(config),
                                   reason=reason, digest=req.action_digest)

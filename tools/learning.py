@@ -8,6 +8,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 
 from fleet.errors import NotFound
+from fleet.monitor.settle import new_concept_since
 from fleet.registry import VersionStatus
 from tools.deps import ToolDeps, action_context
 from tools.results import error, guarded, ok
@@ -80,9 +81,12 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
 
 
 def _onset(deps: ToolDeps, thread: str) -> float | None:
-    """A performance incident's onset time: train on the new concept only, not the mixture."""
+    """Where a performance incident's new concept starts: train on it, not on the mixture."""
     try:
         inc = deps.incidents.get(thread)
     except NotFound:
         return None  # not an incident thread (e.g. chat)
-    return inc.onset_at if inc.kind == "performance_drop" else None
+    if inc.kind != "performance_drop":
+        return None
+    since = new_concept_since(deps.registry, deps.ops.reader, inc)
+    return since if since is not None else inc.onset_at

@@ -33,6 +33,9 @@ APPROVAL_SCHEMA = 1
 """Version of the record layout; bump with a migration when it changes."""
 EXPIRED_BY = "system:expiry"
 """The ``by`` of a decision the system made because nobody decided in time."""
+MACHINE_IDENTITIES = ("agent:", "system:", "detector:")
+"""Prefixes of the identities automation acts under; none of them may decide an approval, even
+if a policy lists it as an approver by mistake (an approval is a person's decision)."""
 
 # KEYS: open pointer, approval hash, pending zset, audit stream.
 # ARGV: id, request JSON, expires_at, schema version, audit field/value pairs...
@@ -246,6 +249,12 @@ class ApprovalStore:
             AlreadyDecided: someone decided first (carries that decision).
         """
         req = self.get(approval_id)
+        if by.startswith(MACHINE_IDENTITIES):
+            raise PolicyViolation(
+                f"{by!r} is an automation identity and may not decide approval {approval_id!r} "
+                f"({req.action.describe()}); a person among "
+                f"{', '.join(repr(a) for a in req.approvers)} must decide it"
+            )
         if by not in req.approvers:
             raise PolicyViolation(
                 f"{by!r} may not decide approval {approval_id!r} ({req.action.describe()}); "

@@ -214,9 +214,12 @@ class Operations:
     ) -> DeployResult:
         """Undo the last risky change: drop the challenger, else restore the previous champion.
 
-        Needs no approval by default; capped at the policy's ``max_rollbacks_per_hour``.
+        Needs no approval by default; capped at the policy's ``max_rollbacks_per_hour``. A
+        rollback ``to`` a version that is neither the previous nor the current champion makes
+        it the champion, which is a promotion by another name: it needs approval like one.
         """
         s = self.registry.service(svc)
+        elsewhere = to is not None and to not in (s.previous, s.champion)
 
         def check() -> None:
             cur = self.registry.service(svc)
@@ -239,7 +242,10 @@ class Operations:
         w = Write(
             spec=ActionSpec(name="rollback", service=svc, args={"to": to}),
             policy=s.policy, run=run, check=check,
-            needs_approval=s.policy.requires_approval("rollback"), risk="medium",
+            needs_approval=elsewhere or s.policy.requires_approval("rollback"),
+            why_approval=(f"v{to} is not the previous champion (v{s.previous}), so rolling "
+                          f"back to it promotes it" if elsewhere else ""),
+            risk="high" if elsewhere else "medium",
             evidence={"champion": s.champion, "challenger": s.challenger, "to": to},
         )
         return self._go(DeployResult, w, ctx, approval_id)

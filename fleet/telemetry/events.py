@@ -19,6 +19,9 @@ from fleet.errors import InvalidInput
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 MAX_RID = 128
+MAX_VERSION = 2**63 - 1
+"""Largest version number accepted: the monitor keeps versions in int64 arrays, so a larger one
+would make every tick of the service fail."""
 _MAX_FLOAT = int(sys.float_info.max)
 
 
@@ -115,8 +118,8 @@ def validate_prediction(raw: Any, n_features: int) -> PredictionEvent:
         raise InvalidInput(f"event: missing field(s) {missing}")
     ts = _num(raw["ts"], "ts")
     ver = raw["version"]
-    if isinstance(ver, bool) or not isinstance(ver, int) or ver < 0:
-        raise InvalidInput(f"version: expected a non-negative integer, got {ver!r:.40}")
+    if isinstance(ver, bool) or not isinstance(ver, int) or not 0 <= ver <= MAX_VERSION:
+        raise InvalidInput(f"version: expected a non-negative integer <= 2**63-1, got {ver!r:.40}")
     x = raw["features"]
     if not isinstance(x, list) or len(x) != n_features:
         got = f"{len(x)} values" if isinstance(x, list) else type(x).__name__
@@ -128,6 +131,9 @@ def validate_prediction(raw: Any, n_features: int) -> PredictionEvent:
     err = raw.get("error")
     if err is not None and not isinstance(err, str):
         raise InvalidInput(f"error: expected string or null, got {type(err).__name__}")
+    shadow = raw.get("shadow", False)
+    if not isinstance(shadow, bool):  # "false" must not count as a shadow score
+        raise InvalidInput(f"shadow: expected true or false, got {type(shadow).__name__}")
     return PredictionEvent(
         ts=float(ts or 0.0),
         request_id=_rid(raw["request_id"]),
@@ -136,7 +142,7 @@ def validate_prediction(raw: Any, n_features: int) -> PredictionEvent:
         prediction=_num(raw.get("prediction"), "prediction", nullable=True),
         latency_ms=float(lat or 0.0),
         error=err[:500] if err else None,
-        shadow=bool(raw.get("shadow", False)),
+        shadow=shadow,
     )
 
 

@@ -268,7 +268,10 @@ def _data_steward(task: str, svc: str, ctx: dict, done: list) -> AIMessage | Non
     if "quarantine" in task:
         if last_result(done, "quarantine_window") is not None:
             return None
-        ids = dict(_KV.findall(task))
+        # Only before the first ": ": the supervisor writes the window's ids there, and what
+        # follows quotes free text (feature names in the issues) that must not redirect the
+        # quarantine to another range.
+        ids = dict(_KV.findall(task.split(": ", 1)[0]))
         if "first_id" not in ids:
             val = last_result(done, "validate_window")
             if val is None:

@@ -1,0 +1,115 @@
+"""Where the new concept of a drift starts: the point after which the error stopped rising.
+
+An abrupt drift raises the champion's error at its onset and the new concept is there from then
+on. A gradual or incremental drift raises it over many rows; rows from its early part are a
+mixture of old and new concept, and a candidate trained on them is stale when it ships. The
+incident graph therefore waits until the error has stopped rising and enough rows of the
+*settled* new concept exist, and the retrain uses only those rows.
+
+:func:`settled_start` is pure (numpy on a 0/1 error array); :func:`settled_since` reads the
+champion's labelled rows since an incident's onset and applies it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fleet.incidents import Incident
+from fleet.monitor.config import detector_config
+from fleet.registry import Registry
+from fleet.telemetry import TelemetryReader
+
+Z = 2.0
+"""Standard errors a difference of error rates needs to count (one-sided, about 2 %)."""
+BLOCK = 100
+"""Granularity (rows) of the start point."""
+
+
+def settled_start(errors: np.ndarray, *, need: int, min_effect: float) -> int | None:
+    """Index from which ``errors`` (0/1, oldest first) sit at their recent level, or None.
+
+    None while the error is still rising: the most recent ``need // 2`` errors are higher than
+    the ``need // 2`` before them by more than ``min_effect`` and by ``Z`` standard errors.
+    Otherwise the start is the earliest multiple of ``BLOCK`` from which the error rate of the
+    next ``need // 2`` rows is within that margin of the recent level, i.e. where the rise ended
+    (0 for an abrupt change). Fewer than ``need`` rows: None.
+
+    >>> rng = np.random.default_rng(0)
+    >>> ramp = (rng.random(3000) < np.clip(np.arange(3000) / 3000, 0.1, 0.5)).astype(float)
+    >>> settled_start(ramp[:1400], need=1000, min_effect=0.02) is None  # still rising
+    True
+    >>> 1000 <= settled_start(ramp, need=1000, min_effect=0.02) <= 1500  # the ramp ends at 1500
+    True
+    >>> settled_start((rng.random(2000) < 0.3).astype(float), need=1000, min_effect=0.02)
+    0
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    n, half = len(e), need // 2
+    if n < need or half < 1:
+        return None
+    recent = e[n - half:]
+    level = float(recent.mean())
+    if _higher(level, float(e[n - 2 * half: n - half].mean()), half, min_effect):
+        return None
+    csum = np.concatenate([[0.0], np.cumsum(e)])
+    for start in range(0, n - half + 1, BLOCK):
+        rate = (csum[start + half] - csum[start]) / half
+        if not _higher(level, float(rate), half, min_effect):
+            return start
+    return n - half
+
+
+def _higher(a: float, b: float, n: int, min_effect: float) -> bool:
+    """Whether rate ``a`` beats rate ``b`` (each over ``n`` rows) by the effect and ``Z`` SE."""
+    p = (a + b) / 2
+    se = math.sqrt(max(p * (1 - p), 1e-9) * 2 / n)
+    return a - b > max(min_effect, Z * se)
+
+
+def settled_since(
+    reader: TelemetryReader,
+    service: str,
+    *,
+    onset_at: float,
+    version: int | None,
+    need: int,
+    min_effect: float,
+    most: int,
+) -> tuple[int, float | None]:
+    """``(labelled rows since the settle point, its time)`` for a drift that began at ``onset_at``.
+
+    Reads at most ``most`` labelled rows answered since ``onset_at`` and keeps those ``version``
+    answered (the champion the drift hit; all if None). The time is None while the error is
+    still rising or fewer than ``need`` settled rows exist; the count is then the rows since the
+    onset (so callers can tell "still rising" from "too few rows").
+    """
+    win = reader.labelled_window(service, most, since_ts=onset_at, scan_limit=most * 4)
+    keep = np.ones(len(win.y), dtype=bool) if version is None else win.versions == version
+    y = np.asarray(win.y, dtype=np.float64)[keep]
+    pred = np.asarray(win.predictions, dtype=np.float64)[keep]
+    ts = np.asarray(win.ts, dtype=np.float64)[keep]
+    start = settled_start((pred != y).astype(np.float64), need=need, min_effect=min_effect)
+    if start is None or len(y) - start < need:
+        return len(y), None
+    return len(y) - start, float(ts[start])
+
+
+def new_concept_since(registry: Registry, reader: TelemetryReader,
+                      incident: Incident) -> float | None:
+    """When the new concept of a performance incident's drift starts, or None (not yet).
+
+    Uses the service's policy: ``min_rows_after_drift`` settled rows are needed, a rise smaller
+    than the performance detector's ``min_effect`` does not count, and at most ``train_window``
+    rows since the onset are read.
+    """
+    if incident.onset_at is None:
+        return None
+    policy = registry.service(incident.service).policy
+    need = policy.min_rows_after_drift
+    _, since = settled_since(
+        reader, incident.service, onset_at=incident.onset_at, version=incident.version,
+        need=need, min_effect=detector_config(policy).performance_min_effect,
+        most=max(policy.train_window, 2 * need))
+    return since

@@ -1,0 +1,159 @@
+"""Eval scenarios: every case file loads, baselines behave as the issue says, small cases run.
+
+The end-to-end runs use each case's ``quick`` size on the session's real Redis and assert on the
+evidence the run leaves there (audit trail, incidents): no forbidden action, every expected one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from evals.baselines import oracle_points, run_baselines, setup
+from evals.cases import ACTIONS, Case, load_case, load_cases
+from evals.runner import finish, run_flywheel
+from evals.scorers import Event, RowClock, SystemRun, audit_events, matches
+from fleet.audit import AuditEntry
+from fleet.errors import InvalidInput
+
+REQUIRED = {
+    "elec", "sea_abrupt", "sea_gradual", "hyperplane_incremental",
+    "covariate_shift_no_concept_change", "data_corruption_one_feature", "worse_candidate",
+    "bad_deploy_latency_errors", "approval_rejected", "approval_never_answered",
+    "stationary_control",
+}
+SMOKE = ("stationary_control", "worse_candidate", "approval_rejected",
+         "data_corruption_one_feature", "bad_deploy_latency_errors")
+"""Cases run end to end here (quick sizes); the full suite is ``flywheel eval``."""
+
+
+def test_every_shipped_case_loads_and_builds_both_sizes() -> None:
+    cases = load_cases()
+    assert {c.name for c in cases} >= REQUIRED
+    for c in cases:
+        for quick in (False, True):
+            s = c.build_stream(quick=quick)
+            assert len(s) > c.train_rows
+            assert all(c.train_rows < p < len(s) for p in s.drift_points), (c.name, quick)
+        assert c.forbid or c.expect, f"{c.name} checks nothing"
+
+
+def test_synthetic_drifts_are_irregular() -> None:
+    """Evenly spaced drifts would let periodic retraining match the oracle by luck."""
+    for c in load_cases():
+        gaps = np.diff(c.build_stream().drift_points)
+        if len(gaps) > 1:
+            assert len(set(gaps.tolist())) == len(gaps), (c.name, gaps)
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"stream": {"generator": "sae", "rows": 100}}, "stream.generator: Input should be 'elec'"),
+    ({"policy": {"rollout": "blue_green"}}, "rollout"),
+    ({"forbid": [{"action": "deploy"}]}, "forbid.0.action: Input should be 'retrain'"),
+    ({"forbid": [{"action": "retrain", "incident": "data_quality"}]}, "exactly one of"),
+    ({"goals": ["match_oracle"]}, "needs the 'oracle' baseline"),
+    ({"faults": [{"kind": "nulls", "start": 10, "feature": "x1", "params": {"p": 0.1}}]},
+     r"inside the first model's training rows \[0, 2000\)"),
+])
+def test_a_bad_case_file_names_the_file_and_the_field(tmp_path: Path, patch: dict[str, Any],
+                                                      message: str) -> None:
+    import yaml
+
+    raw = {"title": "t", "tier": "easy", "stream": {"generator": "stationary", "rows": 5000},
+           "forbid": [{"action": "retrain"}]}
+    raw.update(patch)
+    folder = tmp_path / "07_broken"
+    folder.mkdir()
+    (folder / "case.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(InvalidInput, match=message) as info:
+        load_case(folder)
+    assert "07_broken/case.yaml" in str(info.value)
+
+
+def test_unknown_scenario_names_the_known_ones() -> None:
+    with pytest.raises(InvalidInput, match=r"unknown scenario\(s\) \['sea'\]; known: .*sea_abrupt"):
+        load_cases(["sea"])
+
+
+def test_oracle_retrains_after_each_drift_and_again_when_a_gradual_drift_completes() -> None:
+    case = Case.model_validate({
+        "name": "g", "title": "t", "tier": "easy", "policy": {"min_rows_after_drift": 1000},
+        "stream": {"generator": "sea", "rows": 20_000, "seed": 1, "params": {"width": 1500},
+                   "drifts": {"count": 2, "min_gap": 6000}},
+        "baselines": ["oracle"]})
+    stream = case.build_stream()
+    (p1, p2) = stream.drift_points
+    assert oracle_points(setup(case, stream)) == [
+        (p1 + 1000, p1), (p1 + 2500, p1 + 1500), (p2 + 1000, p2), (p2 + 2500, p2 + 1500)]
+
+
+def test_detector_baselines_promote_the_worse_candidate_and_never_roll_back() -> None:
+    """The issue's claim, measured: a plain detector trigger deploys what it trains."""
+    case = load_cases(["worse_candidate"])[0]
+    stream = case.build_stream(quick=True)
+    runs = {r.system: r for r in run_baselines(case, stream, ["static", "adwin"])}
+    assert runs["static"].events == []
+    adwin = runs["ADWIN"]
+    promote = next(r for r in case.forbid if r.action == "promote")
+    assert matches(promote, adwin) >= 1, adwin.events
+    assert adwin.count("rollback") == 0
+
+
+def test_bad_deploy_baselines_serve_the_broken_version() -> None:
+    case = load_cases(["bad_deploy_latency_errors"])[0]
+    stream = case.build_stream(quick=True)
+    (hddm,) = run_baselines(case, stream, ["hddm_a"])
+    assert Event(hddm.events[1].row, "promote", 2) in hddm.events
+    v2 = hddm.version == 2
+    assert v2.any() and hddm.correct[v2].mean() < 0.6  # half of v2's requests fail
+
+
+def test_audit_trail_becomes_scenario_actions_at_stream_rows() -> None:
+    clock = RowClock()
+    for t, row in ((100.0, 2100), (120.0, 2200), (140.0, 2300)):
+        clock.mark(t, row)
+
+    def entry(ts: float, action: str, actor: str = "agent:x", **d: Any) -> AuditEntry:
+        return AuditEntry(id="0-0", ts=ts, actor=actor, action=action, service="svc",
+                          reason="r", details=d)
+
+    trail = [
+        entry(90.0, "registry.promote", actor="eval", version=1),
+        entry(120.0, "registry.add_version", version=2),
+        entry(120.0, "ops.quarantine", outcome="refused"),
+        entry(125.0, "registry.clear_challenger", challenger_before=2),
+        entry(140.0, "incident.transition", status="escalated"),
+    ]
+    assert audit_events(trail, "svc", clock) == [
+        Event(2200, "retrain", 2, "r"), Event(2200, "rollback", 2, "r"),
+        Event(2300, "escalate", None, "r")]
+    assert set(ACTIONS) >= {e.action for e in audit_events(trail, "svc", clock)}
+
+
+@pytest.fixture(scope="module")
+def trainer_pool() -> Iterator[ProcessPoolExecutor]:
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    yield pool
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.eval
+@pytest.mark.parametrize("name", SMOKE)
+def test_small_scenario_end_to_end_takes_the_intended_action_and_nothing_forbidden(
+        name: str, r, redis_url: str, keys, tmp_path: Path,
+        trainer_pool: ProcessPoolExecutor) -> None:
+    case = load_cases([name])[0]
+    stream = case.build_stream(quick=True)
+    run: SystemRun = run_flywheel(case, stream, r, redis_url, executor=trainer_pool,
+                                  artifacts=tmp_path, prefix=keys.prefix)
+    score = finish(case, stream, [run], quick=True).scores[0]
+    trail = [(e.row, e.action, e.version) for e in run.events]
+    assert score.wrong_actions == 0, f"forbidden: {score.wrong}; trail {trail}"
+    assert score.handled, f"missing: {score.missing}; trail {trail}; incidents {run.incidents}"

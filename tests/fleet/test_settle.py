@@ -1,0 +1,38 @@
+"""Where a drift's new concept starts: the incident graph trains only on rows after it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fleet.monitor.settle import settled_start
+
+
+def _errors(rates: np.ndarray, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random(len(rates)) < rates).astype(float)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_an_abrupt_change_is_settled_within_a_few_blocks_of_its_onset(seed: int) -> None:
+    errors = _errors(np.full(1_500, 0.35), seed)
+    start = settled_start(errors, need=1_000, min_effect=0.02)
+    assert start is not None and start <= 300, start
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_ramp_is_not_settled_until_it_ends_and_then_starts_near_its_end(seed: int) -> None:
+    """An incremental drift: the error climbs 0.1 -> 0.5 over rows 0..2000, then stays."""
+    rates = np.clip(0.1 + 0.4 * np.arange(4_000) / 2_000, 0.1, 0.5)
+    errors = _errors(rates, seed)
+    assert settled_start(errors[:1_600], need=1_000, min_effect=0.02) is None
+    start = settled_start(errors, need=1_000, min_effect=0.02)
+    assert start is not None and 1_000 <= start <= 2_000, start
+
+
+def test_too_few_rows_are_never_settled() -> None:
+    assert settled_start(np.zeros(999), need=1_000, min_effect=0.02) is None
+
+
+def test_a_rise_below_the_minimum_effect_does_not_hold_training_back() -> None:
+    rates = np.r_[np.full(1_000, 0.20), np.full(1_000, 0.21)]
+    assert settled_start(_errors(rates, 3), need=1_000, min_effect=0.05) is not None
