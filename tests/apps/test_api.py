@@ -276,13 +276,13 @@ def test_prediction_ingest_keeps_the_good_and_dead_letters_the_bad(
     assert resp.json() == {"accepted": 1, "rejected": 3, "reasons": [
         "[1] features: expected a list of 2 values, got 1 values",
         "[2] event: expected an object, got str",
-        "[3] version: expected a non-negative integer, got -1"]}
+        "[3] version: expected a non-negative integer <= 2**63-1, got -1"]}
     assert world.r.xlen(world.keys.telemetry(SERVICE)) == 1
     dead = world.writer.dead_letters()
     assert [(d["service"], d["kind"], d["reason"]) for d in dead] == [
         (SERVICE, "prediction", "[1] features: expected a list of 2 values, got 1 values"),
         (SERVICE, "prediction", "[2] event: expected an object, got str"),
-        (SERVICE, "prediction", "[3] version: expected a non-negative integer, got -1")]
+        (SERVICE, "prediction", "[3] version: expected a non-negative integer <= 2**63-1, got -1")]
 
 
 def test_label_ingest_and_numbers_too_large_for_a_float(client: TestClient, world: World) -> None:
