@@ -32,6 +32,7 @@ from tests.drills.harness import (
     Case,
     answer_pending,
     check_invariants,
+    ended,
     open_incident,
     seed_case,
     serve_canaries,
@@ -42,12 +43,14 @@ SEED = 7
 DELAY_S = (0.0, 1.2)
 """A ``delay`` kill comes this many seconds (uniform, seeded) after the worker first claimed an
 incident; a pass over the 30 incidents takes seconds, so these land anywhere inside it."""
-PLAN = ("delay", "fp:approval_request", "delay", "fp:ledger_done", "after_write", "delay",
-        "fp:registry_write", "after_request", "delay", "fp:task_writes", "after_write", "delay",
-        "delay", "delay", "delay", "delay")
+PLAN = ("delay", "fp:task_writes", "fp:approval_request", "delay", "fp:ledger_done",
+        "after_write", "delay", "fp:registry_write", "after_request", "delay", "delay",
+        "after_write", "delay", "delay", "delay", "delay")
 """What each of the 16 kills waits for: a random delay; the audit entry of the next guarded
 write (``ops.* done``) or approval request; or a failpoint (see ``worker``), where the worker
-kills itself. Then one last worker runs until every incident has ended."""
+kills itself (waiting up to ``FAILPOINT_S`` for it). Then one last worker runs until every
+incident has ended."""
+FAILPOINT_S = 15.0
 START_S = 60.0
 FINISH_S = 90.0
 
@@ -64,13 +67,7 @@ assert len(CASES) == 30
 
 
 def _ended(system, ids: list[str]) -> bool:
-    for iid in ids:
-        inc = system.incidents.get(iid)
-        if inc.status not in (Status.RESOLVED, Status.ESCALATED):
-            return False
-        if system.runner.status(iid).state != "done":
-            return False
-    return True
+    return all(ended(system.incidents, system.runner, i) for i in ids)
 
 
 @pytest.mark.slow
@@ -118,9 +115,9 @@ def test_random_sigkills_of_the_loop_lose_no_approval_repeat_no_write_and_end_ev
         return p
 
     def kill_when(p: multiprocessing.process.BaseProcess, trigger: str) -> None:
-        """SIGKILL ``p`` when ``trigger`` fires (after ``2 * DELAY_S[1]`` if it never does)."""
-        until = time.monotonic() + (rng.uniform(*DELAY_S) if trigger == "delay"
-                                    else 2 * DELAY_S[1])
+        """SIGKILL ``p`` when ``trigger`` fires (or when its wait is over)."""
+        until = time.monotonic() + (rng.uniform(*DELAY_S) if trigger == "delay" else
+                                    FAILPOINT_S if trigger.startswith("fp:") else 2 * DELAY_S[1])
         last = "$"
         while time.monotonic() < until and p.is_alive():
             if trigger in ("after_write", "after_request"):

@@ -28,6 +28,7 @@ from tests.drills.harness import (
     answer_pending,
     audit_entries,
     check_invariants,
+    ended,
     open_incident,
     seed_case,
     serve_canaries,
@@ -91,7 +92,7 @@ def _where(system: System, ids: list[str]) -> list[tuple[str, str, str, tuple[st
     out = []
     for i in ids:
         inc, run = system.incidents.get(i), system.runner.status(i)
-        if run.state != "done" or inc.status not in (Status.RESOLVED, Status.ESCALATED):
+        if not ended(system.incidents, system.runner, i):
             out.append((i, inc.status.value, run.state, run.approval_ids, inc.resolution[:200],
                         [(e["actor"], e["details"].get("status"), e["reason"][:80])
                          for e in audit_entries(system.fleet.r, system.fleet)
@@ -101,8 +102,7 @@ def _where(system: System, ids: list[str]) -> list[tuple[str, str, str, tuple[st
 
 
 def _ended(system: System, ids: list[str]) -> bool:
-    return all(system.incidents.get(i).status in (Status.RESOLVED, Status.ESCALATED)
-               and system.runner.status(i).state == "done" for i in ids)
+    return all(ended(system.incidents, system.runner, i) for i in ids)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,14 +49,28 @@ LOOP = LoopConfig(shards=4, tick_interval_s=0.05, shard_ttl_s=0.5, incident_ttl_
 """Short leases, so a killed worker's shards and incidents are free again within a second."""
 OPTIONS = GraphOptions(canary_deadline_s=5.0, wait_s=0.2)
 """Real-time waits: an inconclusive canary is re-checked every 0.2 s and escalated after 5 s."""
-FAILPOINTS = {
-    "registry_write": (Registry, "_change"),
-    "ledger_done": (ActionLedger, "run_once"),
-    "approval_request": (ApprovalStore, "request"),
-    "task_writes": (RedisSaver, "put_writes"),
+def _root_task_writes(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A top-level graph task's own writes (not a subgraph's, not an interrupt or error) on the
+    thread's newest checkpoint: cut here, that checkpoint has the writes and no successor."""
+    named = dict(zip(("self", "config", "writes"), args, strict=False)) | kwargs
+    saver, config, writes = named["self"], named["config"], named["writes"]
+    channels = {c for c, _ in writes}
+    conf = config["configurable"]
+    if conf.get("checkpoint_ns") or channels & {"__interrupt__", "__error__"}:
+        return False
+    newest = saver.get_tuple({"configurable": {"thread_id": conf["thread_id"],
+                                               "checkpoint_ns": ""}})
+    # Saved, and still the newest: the checkpoint that ends this step is not (yet).
+    return newest is not None and newest.config["configurable"]["checkpoint_id"] == conf.get(
+        "checkpoint_id")
+
+
+FAILPOINTS: dict[str, tuple[type, str, Callable[..., bool]]] = {
+    "registry_write": (Registry, "_change", lambda a, k: True),
+    "ledger_done": (ActionLedger, "run_once", lambda a, k: True),
+    "approval_request": (ApprovalStore, "request", lambda a, k: True),
+    "task_writes": (RedisSaver, "put_writes", _root_task_writes),
 }
-
-
 def crash_key(prefix: str) -> str:
     """The key the drill sets to a failpoint's name to arm it."""
     return f"{prefix}:drill:crash"
@@ -73,20 +88,36 @@ def attach(url: str, prefix: str, artifacts: Path, clock: Clock | None = None,
     return build_system(fleet, brain=brain, options=OPTIONS, trainer=trainer)
 
 
+_SAVING = threading.Lock()
+"""Held while a checkpoint is saved, and while a failpoint decides: LangGraph saves a task's
+writes and the next checkpoint from different threads, so the ``task_writes`` check and the kill
+must not let a checkpoint land between them."""
+
+
 def install_failpoints(r: redis.Redis, prefix: str) -> None:
     """Wrap each failpoint's method so that, when armed, the process dies right after it."""
     key = crash_key(prefix)
-    for name, (cls, method) in FAILPOINTS.items():
-        setattr(cls, method, _crash_after(getattr(cls, method), r, key, name))
+    put = RedisSaver.put
+
+    @functools.wraps(put)
+    def saving(*args: Any, **kwargs: Any) -> Any:
+        with _SAVING:
+            return put(*args, **kwargs)
+
+    RedisSaver.put = saving  # type: ignore[method-assign]
+    for name, (cls, method, when) in FAILPOINTS.items():
+        setattr(cls, method, _crash_after(getattr(cls, method), r, key, name, when))
 
 
-def _crash_after(fn: Callable[..., Any], r: redis.Redis, key: str, name: str
-                 ) -> Callable[..., Any]:
+def _crash_after(fn: Callable[..., Any], r: redis.Redis, key: str, name: str,
+                 when: Callable[..., bool]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         out = fn(*args, **kwargs)
-        if r.get(key) == name and r.delete(key):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if r.get(key) == name:
+            with _SAVING:
+                if when(args, kwargs) and r.delete(key):
+                    os.kill(os.getpid(), signal.SIGKILL)
         return out
 
     return wrapper
