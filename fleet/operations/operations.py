@@ -20,7 +20,7 @@ from fleet.errors import FleetError, InvalidInput
 from fleet.operations.gate import Gate, Leases, Write
 from fleet.operations.results import DeployResult, QuarantineResult, RetrainResult
 from fleet.registry import Registry, ServiceRecord
-from fleet.telemetry.reader import Range, TelemetryReader
+from fleet.telemetry.reader import Range, TelemetryReader, stream_id_key
 from fleet.telemetry.window import LabelledWindow
 from fleet.trainer import Trainer
 
@@ -93,7 +93,7 @@ class Operations:
         for member in self.registry.r.smembers(self.registry.keys.quarantine(svc)):
             first, _, last = member.partition("..")
             ranges.append((first, last))
-        return sorted(ranges, key=lambda rg: (_sid(rg[0]), _sid(rg[1])))
+        return sorted(ranges, key=lambda rg: (stream_id_key(rg[0]), stream_id_key(rg[1])))
 
     def training_window(
         self, svc: str, rows: int | None = None, *, since_ts: float | None = None
@@ -298,7 +298,7 @@ class Operations:
                     f"{name} {sid!r} is not a telemetry stream id; expected '<ms>-<seq>', "
                     "e.g. '1700000000000-0' (a window's first_id / last_id)"
                 )
-        if _sid(first_id) > _sid(last_id):
+        if stream_id_key(first_id) > stream_id_key(last_id):
             raise InvalidInput(f"first_id {first_id!r} comes after last_id {last_id!r}")
         s = self.registry.service(svc)
         key = self.registry.keys.quarantine(svc)
@@ -394,8 +394,3 @@ class Operations:
         for k, v in sorted(metrics.items())[:24]:
             out[k] = round(float(v), 6)
         return out
-
-
-def _sid(sid: str) -> tuple[int, int]:
-    ms, _, seq = sid.partition("-")
-    return int(ms), int(seq)

@@ -15,7 +15,12 @@ Range = tuple[str, str]
 """An inclusive range of telemetry stream ids ``(first, last)``, as kept for quarantines."""
 
 
-def _id_key(sid: str) -> tuple[int, int]:
+def stream_id_key(sid: str) -> tuple[int, int]:
+    """Redis stream id ``"<ms>-<seq>"`` as a sortable pair (ids do not sort as strings).
+
+    >>> stream_id_key("1700-8") < stream_id_key("1700-26") and not "1700-8" < "1700-26"
+    True
+    """
     ms, _, seq = sid.partition("-")
     return int(ms), int(seq or 0)
 
@@ -26,8 +31,8 @@ def in_ranges(sid: str, ranges: Sequence[Range]) -> bool:
     >>> in_ranges("5-0", [("1-0", "9-0")]), in_ranges("10-0", [("1-0", "9-0")])
     (True, False)
     """
-    k = _id_key(sid)
-    return any(_id_key(a) <= k <= _id_key(b) for a, b in ranges)
+    k = stream_id_key(sid)
+    return any(stream_id_key(a) <= k <= stream_id_key(b) for a, b in ranges)
 
 
 class TelemetryReader:
