@@ -29,8 +29,13 @@ def run_eval(settings: Settings, console: Console, *, scenarios: list[str], out:
     suite = run_suite(cases, redis_url=url, model=model, quick=quick,
                       progress=lambda line: console.print("  " + line, highlight=False))
     files = write(suite, out)
-    console.print(scorecard_table(suite))
-    console.print(goals_table(suite))
+    narrow = console.width
+    console.width = max(narrow, 150)  # CI logs get 80 columns: too few for 15
+    try:
+        console.print(scorecard_table(suite))
+        console.print(goals_table(suite))
+    finally:
+        console.width = narrow
     console.print(f"wall time {suite.wall_s:.0f} s; scorecard: {files['markdown']}, "
                   f"{files['json']}; plots in {out}")
     return suite

@@ -19,6 +19,7 @@ Example ``case.yaml``::
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -153,11 +154,14 @@ class Rule(BaseModel):
     action: ActionName | None = None
     incident: Kind | None = None
     status: Literal["resolved", "escalated", "failed"] | None = None
-    """For ``incident``: the status the incident must end in (default: any)."""
+    """For ``incident``: a status the incident must reach (default: any), e.g. ``escalated``
+    (even if the on-call person closes it later)."""
     version: int | None = None
     """For ``action``: only this model version (e.g. forbid promoting the broken v2)."""
     from_row: int = Field(0, ge=0)
     """Only count what happens at or after this stream row (e.g. once a fault starts)."""
+    to_row: int | None = Field(None, ge=1)
+    """Only count what happens before this stream row (default: to the end)."""
     min: int = Field(1, ge=1)
     """For ``expect``: how many times at least."""
     why: str = ""
@@ -171,7 +175,14 @@ class Rule(BaseModel):
             raise ValueError("'status' only applies to an 'incident' rule")
         if self.version is not None and self.action is None:
             raise ValueError("'version' only applies to an 'action' rule")
+        if self.to_row is not None and self.to_row <= self.from_row:
+            raise ValueError(f"to_row ({self.to_row}) must be greater than from_row "
+                             f"({self.from_row})")
         return self
+
+    def covers(self, row: int) -> bool:
+        """Whether ``row`` is inside the rule's ``[from_row, to_row)``."""
+        return row >= self.from_row and (self.to_row is None or row < self.to_row)
 
     @property
     def label(self) -> str:
@@ -180,6 +191,8 @@ class Rule(BaseModel):
             head = self.action + (f" v{self.version}" if self.version is not None else "")
         else:
             head = f"incident {self.incident}" + (f" {self.status}" if self.status else "")
+        if self.to_row is not None:
+            return head + f" in rows {self.from_row:,}–{self.to_row:,}"
         return head + (f" from row {self.from_row:,}" if self.from_row else "")
 
 
@@ -214,9 +227,13 @@ class Case(BaseModel):
     train_rows: int = Field(2_000, ge=100)
     """The first model is trained on rows ``[0, train_rows)``; the replay starts there."""
     rows_per_s: float = Field(1.0, gt=0)
-    """Simulated traffic rate: turns the policy's seconds (cooldowns, approval TTL) into rows."""
-    tick_every: int = Field(500, ge=50)
-    """Rows between two monitor ticks (each followed by one pass of the incident driver)."""
+    """Simulated traffic rate; it turns the policy's seconds into rows. At the default one
+    request a second, drifts a few thousand rows apart come about an hour apart, and the
+    10-minute cooldowns and the 15-minute approval TTL span hundreds of rows, a small part of a
+    concept's life, as they would in production."""
+    tick_every: int = Field(250, ge=50)
+    """Rows between two monitor ticks (each followed by one pass of the incident driver);
+    four minutes of traffic at the default rate."""
     batch: int = Field(100, ge=1)
     """Rows per predict request."""
     faults: list[Fault] = Field(default_factory=list)
@@ -225,10 +242,11 @@ class Case(BaseModel):
     """Overrides of :class:`fleet.schema.Policy` for the service (validated on load)."""
     human: Literal["approve", "reject", "never"] = "approve"
     """How the simulated on-call person answers every approval request."""
-    ack_escalations_after_s: float | None = Field(None, gt=0)
+    ack_escalations_after_s: float | None = Field(1_800.0, gt=0)
     """Seconds after which the on-call person closes an escalated incident ("acknowledged,
-    keep the current model"), handing the service back to the agents; None: never (an
-    escalated incident then holds its detector's signal for the rest of the run)."""
+    keep the current model"), handing the service back to the agents (default: half an
+    hour); None: never, and an escalated incident then holds its detector's signal (no new
+    incident of that kind) for the rest of the run."""
     expect: list[Rule] = Field(default_factory=list)
     forbid: list[Rule] = Field(default_factory=list)
     reference: Literal["oracle", "periodic_500", "static"] = "static"
@@ -290,6 +308,15 @@ class Case(BaseModel):
         if not quick:
             return self.stream.build(self.name)
         return self.stream.build(self.name, self.quick.rows, self.quick.drifts)
+
+    def expectations(self, *, quick: bool = False) -> list[Rule]:
+        """The ``expect`` rules; in a quick run with fewer drifts their ``min`` shrinks alike."""
+        full = self.stream.drifts.count if self.stream.drifts else None
+        if not quick or full is None or self.quick.drifts is None:
+            return list(self.expect)
+        share = self.quick.drifts / full
+        return [r.model_copy(update={"min": max(1, math.ceil(r.min * share))})
+                for r in self.expect]
 
     def baselines_for(self, *, quick: bool = False) -> list[str]:
         """Baseline families to run."""

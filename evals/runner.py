@@ -16,7 +16,7 @@ import multiprocessing
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +82,7 @@ def finish(case: Case, stream: DriftStream, runs: list[SystemRun], *, quick: boo
     ref = ref_run.accuracy if ref_run is not None else None
     res = CaseResult(case, stream, quick, runs, onsets=onsets(case, stream), reference=ref,
                      error=error)
-    res.scores = [score(case, stream, r, ref) for r in runs]
+    res.scores = [score(case, stream, r, ref, quick=quick) for r in runs]
     return res
 
 
@@ -243,9 +243,3 @@ def _embedded(stack: contextlib.ExitStack) -> str:
     stack.callback(server.stop)
     return server.url
 
-
-def iter_results(suite: Suite) -> Iterator[tuple[CaseResult, Score]]:
-    """Every (case result, score) pair of a suite."""
-    for res in suite.results:
-        for s in res.scores:
-            yield res, s

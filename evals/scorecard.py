@@ -81,7 +81,8 @@ def goals(res: CaseResult) -> list[Goal]:
                     _wrong(fw.wrong) or "0", "0"))
     out.append(Goal(c.name, "intended action happened", fw.handled,
                     "yes" if fw.handled else "missing: " + ", ".join(fw.missing),
-                    ", ".join(r.label for r in c.expect) or "(nothing)"))
+                    ", ".join(f"{r.label}" + (f" x{r.min}" if r.min > 1 else "")
+                              for r in c.expectations(quick=res.quick)) or "(nothing)"))
     return out
 
 
@@ -154,7 +155,9 @@ def markdown(suite: Suite, plots: dict[str, str] | None = None) -> str:
             "",
             f"{len(res.stream):,} rows ({c.stream.generator}, seed {c.stream.seed}); first model "
             f"on rows 0–{c.train_rows:,}; onsets {', '.join(f'{o:,}' for o in res.onsets) or '–'}"
-            f"; reference {c.reference} = {ref}; human: {c.human}; policy overrides: "
+            f"; reference {c.reference} = {ref}; {c.rows_per_s:g} rows/s, a tick every "
+            f"{c.tick_every} rows; human: {c.human}, {_ack(c.ack_escalations_after_s)}; "
+            "policy overrides: "
             f"{json.dumps(c.policy) if c.policy else 'none'}.",
             "",
             *_md_table(COLUMNS, rows(res)),
@@ -171,6 +174,12 @@ def markdown(suite: Suite, plots: dict[str, str] | None = None) -> str:
         if plots and c.name in plots:
             lines += ["", f"![{c.name}]({plots[c.name]})"]
     return "\n".join(lines) + "\n"
+
+
+def _ack(seconds: float | None) -> str:
+    if seconds is None:
+        return "never closes escalations"
+    return f"closes escalations after {seconds:g} s"
 
 
 def to_json(suite: Suite) -> dict[str, Any]:
@@ -209,7 +218,7 @@ def plot(res: CaseResult, path: Path) -> Path:
 
     n = len(res.stream) - res.case.train_rows
     block = max(250, n // 60)
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, ax = plt.subplots(figsize=(12.5, 4.2))
     for run in res.runs:
         k = len(run.correct) // block
         if k == 0:
@@ -237,7 +246,7 @@ def plot(res: CaseResult, path: Path) -> Path:
     ax.set_xlabel("stream row")
     ax.set_ylabel(f"accuracy (blocks of {block} rows)")
     ax.set_title(f"{res.case.name}: {res.case.title}", fontsize=10)
-    ax.legend(fontsize=7, ncol=4, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -66,6 +66,9 @@ class IncidentRow:
     row: int
     kind: str
     status: str
+    """Where it ended (``resolved``, ``escalated``, ...)."""
+    reached: tuple[str, ...] = ()
+    """Every status it moved to, in order (an escalation a person later closed included)."""
 
 
 @dataclass
@@ -166,7 +169,9 @@ def audit_events(entries: Iterable[AuditEntry], service: str, clock: RowClock) -
         d = e.details
         name = AUDIT_ACTIONS.get(e.action)
         version = d.get("version")
-        if e.action == "registry.rollback":
+        if e.action.startswith("approval.") and isinstance(d.get("args"), dict):
+            version = d["args"].get("version")  # the version the approved action acts on
+        elif e.action == "registry.rollback":
             version = d.get("from_version")
         elif e.action == "registry.clear_challenger":
             version = d.get("challenger_before")
@@ -184,9 +189,15 @@ def audit_events(entries: Iterable[AuditEntry], service: str, clock: RowClock) -
 
 def opened_incidents(entries: Iterable[AuditEntry], service: str, clock: RowClock,
                      status: dict[str, str]) -> list[IncidentRow]:
-    """Incidents opened during the run, with their final status."""
+    """Incidents opened during the run, with their final status and every status they reached."""
+    entries = list(entries)
+    moves: dict[str, list[str]] = {}
+    for e in entries:
+        if e.service == service and e.action == "incident.transition":
+            moves.setdefault(e.details.get("incident", ""), []).append(e.details.get("status", ""))
     return [IncidentRow(e.details["incident"], clock.row(e.ts), e.details.get("kind", ""),
-                        status.get(e.details["incident"], "?"))
+                        status.get(e.details["incident"], "?"),
+                        tuple(moves.get(e.details["incident"], ())))
             for e in entries if e.service == service and e.action == "incident.open"]
 
 
@@ -223,14 +234,15 @@ def detection(found: Sequence[int], starts: Sequence[int], end: int) -> tuple[li
 def matches(rule: Rule, run: SystemRun) -> int:
     """How many times ``rule`` happened in ``run``."""
     if rule.action is not None:
-        return sum(1 for e in run.events if e.action == rule.action and e.row >= rule.from_row
+        return sum(1 for e in run.events if e.action == rule.action and rule.covers(e.row)
                    and (rule.version is None or e.version == rule.version))
-    return sum(1 for i in run.incidents if i.kind == rule.incident and i.row >= rule.from_row
-               and (rule.status is None or i.status == rule.status))
+    return sum(1 for i in run.incidents if i.kind == rule.incident and rule.covers(i.row)
+               and (rule.status is None or rule.status in (i.status, *i.reached)))
 
 
-def score(case: Case, stream: DriftStream, run: SystemRun, reference: float | None) -> Score:
-    """Score one system's run of ``case``."""
+def score(case: Case, stream: DriftStream, run: SystemRun, reference: float | None, *,
+          quick: bool = False) -> Score:
+    """Score one system's run of ``case`` (``quick``: the case's quick size was run)."""
     starts = onsets(case, stream)
     found = [i.row for i in run.incidents] if run.kind == "flywheel" else run.alarms
     delay, detected = None, "–"
@@ -239,7 +251,7 @@ def score(case: Case, stream: DriftStream, run: SystemRun, reference: float | No
         delay = float(np.mean(delays)) if delays else None
         detected = f"{len(delays)}/{len(starts)}"
     wrong = {r.label: n for r in case.forbid if (n := matches(r, run))}
-    missing = [r.label for r in case.expect if matches(r, run) < r.min]
+    missing = [r.label for r in case.expectations(quick=quick) if matches(r, run) < r.min]
     acc = run.accuracy
     return Score(
         system=run.system, kind=run.kind, accuracy=acc,

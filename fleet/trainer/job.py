@@ -58,6 +58,10 @@ class TrainOutput:
     holdout_rows: int
     data_hash: str
     """sha256 of the labelled rows the job used (train and holdout)."""
+    wins: int = 0
+    """Holdout rows the candidate gets right and the champion wrong (classification)."""
+    losses: int = 0
+    """Holdout rows the champion gets right and the candidate wrong (classification)."""
 
 
 def split(n: int, holdout_fraction: float) -> int:
@@ -112,9 +116,12 @@ def _run(job: TrainJob) -> TrainOutput:
     metric = pipeline.metric_name(job.task)
     candidate = pipeline.score(model, X[cut:], y[cut:], job.task)[metric]
     champion = None
+    wins = losses = 0
     if job.champion is not None:
         old = load_artifact(job.champion)
         champion = pipeline.score(old, X[cut:], y[cut:], job.task)[metric]
+        if job.task == "classification":
+            wins, losses = pipeline.paired_counts(model, old, X[cut:], y[cut:])
     return TrainOutput(
         model=model,
         metric=metric,
@@ -123,6 +130,8 @@ def _run(job: TrainJob) -> TrainOutput:
         train_rows=cut,
         holdout_rows=len(y) - cut,
         data_hash=pipeline.data_hash(X, y),
+        wins=wins,
+        losses=losses,
     )
 
 

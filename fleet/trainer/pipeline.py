@@ -190,6 +190,33 @@ def score(model: Any, X: np.ndarray, y: np.ndarray, task: Task) -> dict[str, flo
     return {metric_name(task): value, "rows": float(n)}
 
 
+def paired_counts(candidate: Any, champion: Any, X: np.ndarray, y: np.ndarray) -> tuple[int, int]:
+    """``(wins, losses)`` of ``candidate`` against ``champion`` on the same labelled rows.
+
+    A win is a row the candidate classifies right and the champion wrong; a loss the reverse.
+    Rows both get right (or wrong) say nothing about which is better (McNemar's test).
+    """
+    X, y = labelled(X, y)
+    if len(y) == 0:
+        return 0, 0
+    truth = _class_labels(y)
+    new = np.asarray(candidate.predict(X)) == truth
+    old = np.asarray(champion.predict(X)) == truth
+    return int(np.sum(new & ~old)), int(np.sum(old & ~new))
+
+
+def significant_gain(wins: int, losses: int, *, z: float = 1.645) -> bool:
+    """Whether ``wins`` beat ``losses`` beyond chance (one-sided McNemar, normal approximation).
+
+    Under "equally good", each discordant row is a fair coin: ``wins - losses`` has standard
+    deviation ``sqrt(wins + losses)``. The default ``z`` is a 5 % one-sided test.
+
+    >>> significant_gain(40, 10), significant_gain(14, 10), significant_gain(0, 0)
+    (True, False, False)
+    """
+    return bool(wins > losses and wins - losses >= z * np.sqrt(wins + losses))
+
+
 def _class_labels(y: np.ndarray) -> np.ndarray:
     """Whole-number float labels (as they come back from JSON) become int64 classes."""
     if y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):

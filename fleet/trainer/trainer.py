@@ -40,7 +40,8 @@ class TrainResult:
     holdout_rows: int
     train_rows: int
     better: bool
-    """``improvement >= policy.min_improvement``; True when there was no champion to beat."""
+    """``improvement >= policy.min_improvement`` and, for classification, significant on the
+    paired holdout rows (:func:`pipeline.significant_gain`); True when there was no champion."""
 
 
 class Trainer:
@@ -234,7 +235,12 @@ class Trainer:
             improvement=improvement,
             holdout_rows=out.holdout_rows,
             train_rows=out.train_rows,
-            better=improvement is None or improvement >= svc.policy.min_improvement,
+            better=improvement is None or (
+                improvement >= svc.policy.min_improvement
+                # A margin on a few hundred holdout rows is noise unless the paired
+                # wins/losses say otherwise (classification; mae has no such count).
+                and (job.task != "classification"
+                     or pipeline.significant_gain(out.wins, out.losses))),
         )
 
 

@@ -96,6 +96,10 @@ def supervisor(messages: Sequence[BaseMessage]) -> AIMessage:
 
 def _first_round(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
     svc, kind = inc["service"], inc["kind"]
+    if kind == "canary_fail" and inc.get("challenger") is None:
+        # Another incident (the one that started the canary) already ended it.
+        return call("finish", summary=f"canary of {svc} already ended (champion "
+                    f"v{inc.get('champion')}); nothing to roll back")
     if kind in ("latency_regression", "error_rate_regression", "canary_fail"):
         rb = last_result(done, "rollback")
         if rb is None:
@@ -140,9 +144,9 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
     ver = tr.get("version")
     if not tr.get("better", False):
         return call("escalate", reason=(
-            f"candidate v{ver} of {svc} is not better than the champion by the margin "
-            f"(holdout {tr.get('metric')} {tr.get('candidate')} vs {tr.get('champion')}); "
-            "not deploying it"))
+            f"candidate v{ver} of {svc} is not better than the champion by the margin and "
+            f"beyond chance (holdout {tr.get('metric')} {tr.get('candidate')} vs "
+            f"{tr.get('champion')}); not deploying it"))
     policy = inc.get("policy", {})
     mode = "shadow" if policy.get("rollout") == "shadow" else "canary"
     can = last_result(done, f"start_{mode}")

@@ -136,6 +136,33 @@ def test_audit_trail_becomes_scenario_actions_at_stream_rows() -> None:
     assert set(ACTIONS) >= {e.action for e in audit_events(trail, "svc", clock)}
 
 
+def test_rules_count_only_inside_their_rows_and_any_status_an_incident_reached() -> None:
+    from evals.cases import Rule
+    from evals.scorers import IncidentRow
+
+    run = SystemRun("flywheel", 2000, np.ones(10, dtype=bool), np.ones(10, dtype=np.int64),
+                    [Event(5000, "promote", 2), Event(7000, "promote", 3),
+                     Event(9000, "promote", 4)],
+                    incidents=[IncidentRow("i1", 6000, "performance_drop", "resolved",
+                                           ("investigating", "escalated", "resolved"))])
+    assert matches(Rule(action="promote", from_row=6000, to_row=9000), run) == 1
+    assert matches(Rule(action="promote", from_row=6000), run) == 2
+    assert matches(Rule(action="promote", to_row=9001), run) == 3
+    # Escalated, then closed by the on-call person: it still counts as escalated.
+    assert matches(Rule(incident="performance_drop", status="escalated"), run) == 1
+    assert matches(Rule(incident="performance_drop", status="failed"), run) == 0
+    with pytest.raises(ValueError, match="to_row"):
+        Rule(action="promote", from_row=6000, to_row=6000)
+
+
+def test_quick_runs_expect_fewer_drift_actions_in_proportion() -> None:
+    case = load_cases(["sea_abrupt"])[0]
+    full = {r.label: r.min for r in case.expectations()}
+    quick = {r.label: r.min for r in case.expectations(quick=True)}
+    assert full == {"incident performance_drop": 3, "retrain": 3, "promote": 3}
+    assert quick == {"incident performance_drop": 2, "retrain": 2, "promote": 2}  # 2 of 4 drifts
+
+
 @pytest.fixture(scope="module")
 def trainer_pool() -> Iterator[ProcessPoolExecutor]:
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -157,3 +184,30 @@ def test_small_scenario_end_to_end_takes_the_intended_action_and_nothing_forbidd
     trail = [(e.row, e.action, e.version) for e in run.events]
     assert score.wrong_actions == 0, f"forbidden: {score.wrong}; trail {trail}"
     assert score.handled, f"missing: {score.missing}; trail {trail}; incidents {run.incidents}"
+
+
+@pytest.mark.slow
+@pytest.mark.eval
+def test_flywheel_eval_writes_the_scorecard_with_goals(tmp_path: Path, redis_url: str) -> None:
+    """``flywheel eval --scenario stationary_control --quick`` end to end, on the test Redis."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from apps.eval_cmd import run_eval
+    from apps.settings import Settings
+
+    out = io.StringIO()
+    suite = run_eval(Settings(REDIS_URL=redis_url), Console(file=out, width=200),
+                     scenarios=["stationary_control"], out=tmp_path, model=None, quick=True)
+    card = json.loads((tmp_path / "scorecard.json").read_text())
+    verdicts = {g["goal"]: g["verdict"] for g in card["goals"]}
+    assert verdicts == {"no retrain": "PASS", "no forbidden action": "PASS",
+                        "intended action happened": "PASS"}
+    systems = [s["system"] for s in card["cases"][0]["scores"]]
+    assert systems == ["flywheel", "static", "ADWIN", "HDDM_A"]
+    assert (tmp_path / "stationary_control.png").stat().st_size > 10_000
+    assert "| stationary_control | no retrain | 0 | 0 | **PASS** |" in (
+        tmp_path / "scorecard.md").read_text()
+    assert "flywheel" in out.getvalue() and suite.results[0].error == ""

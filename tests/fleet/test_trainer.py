@@ -92,6 +92,22 @@ def test_candidate_on_drifted_window_beats_stale_champion_with_lineage(
     }
 
 
+def test_a_margin_on_a_few_holdout_rows_is_not_called_better() -> None:
+    """McNemar on the paired holdout rows: a 2-point lead over 100 rows is chance, not skill."""
+    from fleet.trainer.pipeline import paired_counts, significant_gain
+
+    X = STREAM.X[:600]
+    y = STREAM.y[:600]
+    a = fit(X[:300], y[:300], task="classification", seed=1)
+    b = fit(X[300:], y[300:], task="classification", seed=2)
+    wins, losses = paired_counts(a, b, X, y)
+    right_a = int((a.predict(X) == y).sum())
+    right_b = int((b.predict(X) == y).sum())
+    assert wins - losses == right_a - right_b  # rows both get right or wrong cancel out
+    assert not significant_gain(12, 10) and not significant_gain(10, 12)
+    assert significant_gain(60, 30) and not significant_gain(40, 30)
+
+
 def test_same_seed_same_model_and_metrics(trainer: Trainer, registry: Registry) -> None:
     """Early stopping draws a random validation split, so the seed actually matters here."""
     params = {"early_stopping": True}
