@@ -266,11 +266,22 @@ def eval_(
     model: str | None = typer.Option(None, help="litellm model for the agents, e.g. "
                                      "openai/gpt-4o-mini (default: the runbook brain)"),
     quick: bool = typer.Option(False, help="the scenarios' smaller sizes and fewer baselines"),
+    strict: bool = typer.Option(False, help="exit 1 when any goal fails (a crashed run always "
+                                "exits 1)"),
 ) -> None:
     """Run the eval scenarios and their baselines in simulated time; write the scorecard."""
-    from apps.eval_cmd import run_eval
+    from apps.eval_cmd import failures, run_eval
 
-    run_eval(_settings(), console, scenarios=scenario, out=out, model=model, quick=quick)
+    suite = run_eval(_settings(), console, scenarios=scenario, out=out, model=model, quick=quick)
+    crashed, missed = failures(suite)
+    if crashed:
+        err.print(f"error: flywheel's run failed in {', '.join(crashed)} (see the log above)",
+                  highlight=False, markup=False)
+        raise typer.Exit(1)
+    if strict and missed:
+        err.print(f"error: {len(missed)} goal(s) failed: {'; '.join(missed)}", highlight=False,
+                  markup=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:

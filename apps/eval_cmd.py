@@ -41,6 +41,13 @@ def run_eval(settings: Settings, console: Console, *, scenarios: list[str], out:
     return suite
 
 
+def failures(suite: Suite) -> tuple[list[str], list[str]]:
+    """``(scenarios whose flywheel run crashed, "scenario: goal" of every failed goal)``."""
+    crashed = [res.case.name for res in suite.results if res.error]
+    missed = [f"{g.case}: {g.goal}" for g in all_goals(suite) if not g.passed]
+    return crashed, missed
+
+
 SHORT = {"accuracy": "acc", "lost vs ref": "lost", "detected": "found", "retrains": "retr",
          "promotions": "prom", "rollbacks": "rollb", "approvals": "appr", "wrong actions": "wrong",
          "handled": "ok", "LLM calls": "LLM", "tokens": "tok", "wall s": "s"}

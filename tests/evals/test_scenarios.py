@@ -195,7 +195,7 @@ def test_flywheel_eval_writes_the_scorecard_with_goals(tmp_path: Path, redis_url
 
     from rich.console import Console
 
-    from apps.eval_cmd import run_eval
+    from apps.eval_cmd import failures, run_eval
     from apps.settings import Settings
 
     out = io.StringIO()
@@ -211,3 +211,6 @@ def test_flywheel_eval_writes_the_scorecard_with_goals(tmp_path: Path, redis_url
     assert "| stationary_control | no retrain | 0 | 0 | **PASS** |" in (
         tmp_path / "scorecard.md").read_text()
     assert "flywheel" in out.getvalue() and suite.results[0].error == ""
+    assert failures(suite) == ([], [])
+    suite.results[0].error = "RuntimeError: boom"  # what the runner records for a crashed run
+    assert failures(suite) == (["stationary_control"], [])
