@@ -145,6 +145,12 @@ class Policy(BaseModel):
     """Labelled rows a retrain uses (most recent)."""
     min_rows_after_drift: int = 1000
     """Labelled rows after a drift's onset to collect before retraining on the new concept."""
+    stopgap_min_rise: float | None = Field(0.05, gt=0.0, le=1.0)
+    """A drift still under way (the champion's error still rising after
+    ``min_rows_after_drift`` rows) that has raised the error by at least this much (absolute)
+    gets a stopgap: a model trained on the most recent rows, shipped at once, then a retrain on
+    the settled concept in the same incident. Smaller rises wait for the drift to settle (a
+    stopgap trained on a mixture of concepts is not worth its risk then). None: never."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of the most recent labelled window held out to compare candidate and champion."""
     thresholds: dict[str, float] = Field(default_factory=dict)

@@ -39,7 +39,7 @@ def build_incident_runner(
             incidents=deps.incidents, registry=deps.registry, analyst=deps.monitor,
             reader=deps.ops.reader, clock=clock,
             max_rounds=opts.max_rounds, canary_deadline_s=opts.canary_deadline_s,
-            wait_s=opts.wait_s, notify=notify,
+            wait_s=opts.wait_s, notify=notify, limits=deps.ops.limits,
         ),
         supervisor,
         checkpointer=checkpointer,

@@ -22,10 +22,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import interrupt
 
+from fleet.actions.limits import Limits
 from fleet.clock import Clock
-from fleet.incidents import IncidentStore
+from fleet.incidents import Incident, IncidentStore
 from fleet.incidents.lifecycle import Status
-from fleet.monitor.settle import new_concept_since
+from fleet.monitor.settle import drift_settling
 from fleet.registry import Registry
 from fleet.telemetry import TelemetryReader
 from supervisors.runbook.policies import last_result, tool_results
@@ -55,6 +56,12 @@ class IncidentState(TypedDict, total=False):
     """The node a ``wait`` returns to: ``gather`` or ``verify``."""
     watching: int
     """The canary version verify is following (0 when none)."""
+    stage: str
+    """Of a performance incident: ``""`` (one retrain), ``stopgap`` (the first round trains on
+    the most recent rows while the drift is still under way) or ``settled`` (the second round,
+    on the settled concept)."""
+    stage_at: float
+    """When the current stage began waiting (gather's timeout counts from here)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,8 @@ class IncidentGraphDeps:
     """Longest a performance incident waits for post-onset data before the supervisor runs."""
     notify: Callable[[str, dict[str, Any]], None] | None = None
     """Called with ``(event, payload)`` when an incident closes."""
+    limits: Limits | None = None
+    """Cooldowns: the settled round waits for the stopgap's retrain cooldown to end."""
 
 
 def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpointer: Any) -> Any:
@@ -104,9 +113,28 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         inc = deps.incidents.get(state["incident_id"])
         if inc.kind != "performance_drop" or inc.onset_at is None:
             return {"check": ""}
-        since = new_concept_since(deps.registry, deps.reader, inc)
-        if since is not None or deps.clock.now() - inc.opened_at > deps.gather_timeout_s:
-            return {"check": ""}
+        st = drift_settling(deps.registry, deps.reader, inc)
+        stage = state.get("stage", "")
+        timed_out = deps.clock.now() - state.get("stage_at", inc.opened_at) > deps.gather_timeout_s
+        if st is None or st.since is not None or timed_out:
+            if stage != "settled":
+                return {"check": ""}
+            svc = deps.registry.service(inc.service)
+            if deps.limits is not None and deps.limits.cooldown_until(
+                    inc.service, "retrain", svc.policy) is not None:
+                return {"check": "gather"}  # the stopgap's retrain was recent: wait it out
+            note = {"stage": "settled", "champion": svc.champion, "challenger": svc.challenger,
+                    "settled_since": st.since if st is not None else None,
+                    "why": "the stopgap is live and the drift has settled: retrain on the "
+                           "settled concept" if not timed_out else
+                           "the drift did not settle in time: retrain on the recent rows"}
+            return {"check": "", "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
+        if st.rising and stage == "" and _badly_hurt(inc, deps.registry):
+            note = {"stage": "stopgap", "rows_since_onset": st.rows,
+                    "why": "the champion's error is still rising: ship a stopgap trained on the "
+                           "most recent rows now, retrain on the settled concept later"}
+            return {"check": "", "stage": "stopgap",
+                    "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
         return {"check": "gather"}
 
     def after_gather(state: IncidentState) -> str:
@@ -129,6 +157,11 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         svc = deps.registry.service(state["service"])
         watching = state.get("watching", 0)
         if not watching:
+            if state.get("stage") == "stopgap":
+                # The stopgap round is over (promoted, or its rollout ended): now wait for the
+                # drift to settle and retrain on the settled concept.
+                return {"verdict": "", "stage": "settled", "stage_at": deps.clock.now(),
+                        "check": "gather"}
             return {"verdict": ""}  # another incident's canary is not ours to judge
         if svc.challenger != watching:
             # Someone else (a person, or another incident's rollback) ended our canary.
@@ -152,6 +185,8 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
                 "watching": 0}
 
     def after_verify(state: IncidentState) -> str:
+        if state.get("outcome") == "finish" and state.get("check") == "gather":
+            return "wait"
         if state.get("outcome") != "finish" or not state.get("verdict"):
             return "close"
         if state["verdict"] == "wait":
@@ -196,6 +231,13 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
     g.add_conditional_edges("wait", lambda s: s["check"], ["gather", "verify"])
     g.add_edge("close", END)
     return g.compile(checkpointer=checkpointer, name="incident")
+
+
+def _badly_hurt(inc: Incident, registry: Registry) -> bool:
+    """Whether the drift raised the champion's error enough for a stopgap (policy)."""
+    least = registry.service(inc.service).policy.stopgap_min_rise
+    rise = inc.evidence.get("statistic")
+    return least is not None and isinstance(rise, int | float) and rise >= least
 
 
 def _started_rollout(messages: list[Any]) -> int:

@@ -8,7 +8,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 
 from fleet.errors import NotFound
-from fleet.monitor.settle import new_concept_since
+from fleet.monitor.settle import drift_settling
 from fleet.registry import VersionStatus
 from tools.deps import ToolDeps, action_context
 from tools.results import error, guarded, ok
@@ -30,7 +30,8 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
 
         The candidate is registered (status candidate) with its lineage; the comparison uses the
         most recent labelled holdout. "better" says whether it beats the champion by the margin.
-        Inside a performance incident only rows since the drift's onset are used.
+        Inside a performance incident only rows of the new concept are used (while the drift
+        is still under way: the most recent rows, for a stopgap).
 
         Args:
             service: service name.
@@ -39,8 +40,10 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         """
         ctx = action_context(config, role="continuous_learning",
                              reason="retrain on the recent validated window", step=tool_call_id)
-        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed,
-                               since_ts=_onset(deps, ctx.incident))
+        since_ts, most = _drift_rows(deps, ctx.incident)
+        if most is not None:
+            rows = most if rows is None else min(rows, most)
+        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed, since_ts=since_ts)
         return ok(**res.stored(), replayed=res.replayed)
 
     @tool(parse_docstring=True)
@@ -80,13 +83,24 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
     return [train_candidate, evaluate_candidate, reject_candidate]
 
 
-def _onset(deps: ToolDeps, thread: str) -> float | None:
-    """Where a performance incident's new concept starts: train on it, not on the mixture."""
+def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
+    """``(since, most rows)`` a performance incident trains on: the new concept, not the mix.
+
+    Settled drift: the rows since the new concept started. Still rising (a stopgap): the most
+    recent ``min_rows_after_drift`` rows. Otherwise the rows since the onset. Outside a
+    performance incident (e.g. chat): no limit.
+    """
     try:
         inc = deps.incidents.get(thread)
     except NotFound:
-        return None  # not an incident thread (e.g. chat)
+        return None, None  # not an incident thread (e.g. chat)
     if inc.kind != "performance_drop":
-        return None
-    since = new_concept_since(deps.registry, deps.ops.reader, inc)
-    return since if since is not None else inc.onset_at
+        return None, None
+    st = drift_settling(deps.registry, deps.ops.reader, inc)
+    if st is None:
+        return None, None
+    if st.since is not None:
+        return st.since, None
+    if st.rising:
+        return None, deps.registry.service(inc.service).policy.min_rows_after_drift
+    return inc.onset_at, None

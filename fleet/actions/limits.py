@@ -138,11 +138,9 @@ class Limits:
                 "to a human; a person clears the count once the cause is fixed",
                 limit="max_retrain_failures",
             )
-        if kind in COOLDOWN_EXEMPT or policy.cooldown_s <= 0:
-            return
-        last = self.r.hget(self.keys.cooldown(service), kind)
-        if last is not None and now < float(last) + policy.cooldown_s:
-            until = float(last) + policy.cooldown_s
+        until = self.cooldown_until(service, kind, policy)
+        if until is not None:
+            last = until - policy.cooldown_s
             raise LimitExceeded(
                 f"{kind} on {service!r} refused: the last {kind} ran at {iso_time(float(last))} "
                 f"and the cooldown (policy cooldown_s={policy.cooldown_s:g}) runs until "
@@ -150,6 +148,15 @@ class Limits:
                 limit="cooldown",
                 retry_at=until,
             )
+
+    def cooldown_until(self, service: str, kind: str, policy: Policy) -> float | None:
+        """When the cooldown of ``kind`` on ``service`` ends, or None if it is not running."""
+        if kind in COOLDOWN_EXEMPT or policy.cooldown_s <= 0:
+            return None
+        last = self.r.hget(self.keys.cooldown(service), kind)
+        if last is None or self.clock.now() >= float(last) + policy.cooldown_s:
+            return None
+        return float(last) + policy.cooldown_s
 
     def _check_rollbacks(self, service: str, policy: Policy, now: float) -> None:
         key = self.keys.rollbacks(service)

@@ -4,15 +4,19 @@ An abrupt drift raises the champion's error at its onset and the new concept is 
 on. A gradual or incremental drift raises it over many rows; rows from its early part are a
 mixture of old and new concept, and a candidate trained on them is stale when it ships. The
 incident graph therefore waits until the error has stopped rising and enough rows of the
-*settled* new concept exist, and the retrain uses only those rows.
+*settled* new concept exist, and the retrain uses only those rows. While it waits, the policy's
+``stopgap_min_rise`` lets a badly hurt service ship a stopgap first: a model trained on the most
+recent rows as soon as the error is seen to be still rising, then the retrain on the settled
+concept (measured on the stopgap's own rows, since the version the drift hit no longer answers).
 
-:func:`settled_start` is pure (numpy on a 0/1 error array); :func:`settled_since` reads the
+:func:`settled_start` is pure (numpy on a 0/1 error array); :func:`settling` reads the
 champion's labelled rows since an incident's onset and applies it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -68,7 +72,19 @@ def _higher(a: float, b: float, n: int, min_effect: float) -> bool:
     return a - b > max(min_effect, Z * se)
 
 
-def settled_since(
+@dataclass(frozen=True)
+class Settling:
+    """How far a drift has got, as the champion's labelled rows since the onset show it."""
+
+    rows: int
+    """Labelled rows the watched version answered since the onset."""
+    since: float | None
+    """Start of the settled new concept, once ``need`` settled rows exist (else None)."""
+    rising: bool
+    """The error is still rising (only judged once ``need`` rows exist)."""
+
+
+def settling(
     reader: TelemetryReader,
     service: str,
     *,
@@ -77,39 +93,69 @@ def settled_since(
     need: int,
     min_effect: float,
     most: int,
-) -> tuple[int, float | None]:
-    """``(labelled rows since the settle point, its time)`` for a drift that began at ``onset_at``.
+) -> Settling:
+    """Where a drift that began at ``onset_at`` stands, from the rows ``version`` answered.
 
     Reads at most ``most`` labelled rows answered since ``onset_at`` and keeps those ``version``
-    answered (the champion the drift hit; all if None). The time is None while the error is
-    still rising or fewer than ``need`` settled rows exist; the count is then the rows since the
-    onset (so callers can tell "still rising" from "too few rows").
+    answered (all if None).
     """
     win = reader.labelled_window(service, most, since_ts=onset_at, scan_limit=most * 4)
     keep = np.ones(len(win.y), dtype=bool) if version is None else win.versions == version
     y = np.asarray(win.y, dtype=np.float64)[keep]
     pred = np.asarray(win.predictions, dtype=np.float64)[keep]
     ts = np.asarray(win.ts, dtype=np.float64)[keep]
-    start = settled_start((pred != y).astype(np.float64), need=need, min_effect=min_effect)
-    if start is None or len(y) - start < need:
-        return len(y), None
-    return len(y) - start, float(ts[start])
+    errors = (pred != y).astype(np.float64)
+    start = settled_start(errors, need=need, min_effect=min_effect)
+    if start is not None and len(y) - start >= need:
+        return Settling(len(y), float(ts[start]), rising=False)
+    if len(y) < need:
+        # A slow drift's onset is estimated late: judge the rise on the version's last ``need``
+        # rows, reaching back before the estimate. (An abrupt change seen early looks like a
+        # rise too; a stopgap then is a quick first model, refined once the drift settles.)
+        errors = _recent_errors(reader, service, version, need)
+    rising = len(errors) >= need and settled_start(
+        errors[len(errors) - need:], need=need, min_effect=min_effect) is None
+    return Settling(len(y), None, rising=rising)
 
 
-def new_concept_since(registry: Registry, reader: TelemetryReader,
-                      incident: Incident) -> float | None:
-    """When the new concept of a performance incident's drift starts, or None (not yet).
+def _recent_errors(reader: TelemetryReader, service: str, version: int | None,
+                   need: int) -> np.ndarray:
+    """0/1 errors of the last ``need`` labelled rows ``version`` answered (all if None)."""
+    win = reader.labelled_window(service, need, version=version, scan_limit=need * 4)
+    return (np.asarray(win.predictions, dtype=np.float64)
+            != np.asarray(win.y, dtype=np.float64)).astype(np.float64)
 
+
+def drift_settling(registry: Registry, reader: TelemetryReader,
+                   incident: Incident) -> Settling | None:
+    """Where a performance incident's drift stands, or None (no onset to measure from).
+
+    Watches the version serving now: the one the drift hit, or a stopgap promoted during the
+    incident (then from its promotion on, since the version the drift hit no longer answers).
     Uses the service's policy: ``min_rows_after_drift`` settled rows are needed, a rise smaller
     than the performance detector's ``min_effect`` does not count, and at most ``train_window``
     rows since the onset are read.
     """
     if incident.onset_at is None:
         return None
-    policy = registry.service(incident.service).policy
+    svc = registry.service(incident.service)
+    policy = svc.policy
+    onset_at, version = incident.onset_at, incident.version
+    if (svc.champion is not None and svc.champion != incident.version
+            and svc.champion_since > incident.opened_at):
+        onset_at, version = svc.champion_since, svc.champion
     need = policy.min_rows_after_drift
-    _, since = settled_since(
-        reader, incident.service, onset_at=incident.onset_at, version=incident.version,
+    return settling(
+        reader, incident.service, onset_at=onset_at, version=version,
         need=need, min_effect=detector_config(policy).performance_min_effect,
         most=max(policy.train_window, 2 * need))
-    return since
+
+
+def new_concept_since(registry: Registry, reader: TelemetryReader,
+                      incident: Incident) -> float | None:
+    """When the new concept of a performance incident's drift starts, or None (not yet).
+
+    See :func:`drift_settling`.
+    """
+    st = drift_settling(registry, reader, incident)
+    return None if st is None else st.since

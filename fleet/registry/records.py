@@ -56,6 +56,8 @@ class ServiceRecord(BaseModel):
     """Share of traffic (0..1) the challenger answers in canary mode."""
     challenger_since: float = 0.0
     """When the current challenger started shadow/canary (analysis looks only after this)."""
+    champion_since: float = 0.0
+    """When the current champion took all traffic (promotion or rollback); 0 if unknown."""
     mode: Mode = Mode.FULL
     generation: int = 0
     """Bumped on every pointer change; the gateway reloads when it moves."""
@@ -75,6 +77,7 @@ class ServiceRecord(BaseModel):
             "previous": _opt(self.previous),
             "split": repr(self.split),
             "challenger_since": repr(self.challenger_since),
+            "champion_since": repr(self.champion_since),
             "mode": self.mode.value,
             "generation": str(self.generation),
             "created_at": repr(self.created_at),
@@ -94,6 +97,7 @@ class ServiceRecord(BaseModel):
             previous=_int(h.get("previous")),
             split=float(h.get("split") or 0.0),
             challenger_since=float(h.get("challenger_since") or 0.0),
+            champion_since=float(h.get("champion_since") or 0.0),
             mode=Mode(h.get("mode") or "full"),
             generation=int(h.get("generation") or 0),
             created_at=float(h.get("created_at") or 0.0),

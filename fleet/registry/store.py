@@ -205,6 +205,7 @@ class Registry:
                     "challenger": "",
                     "mode": Mode.FULL.value,
                     "split": "0.0",
+                    "champion_since": repr(self.clock.now()),
                 },
                 statuses,
             )
@@ -270,7 +271,8 @@ class Registry:
                 statuses[cur.challenger] = VersionStatus.REJECTED
             return (
                 {"champion": str(target), "previous": "", "challenger": "",
-                 "mode": Mode.FULL.value, "split": "0.0"},
+                 "mode": Mode.FULL.value, "split": "0.0",
+                 "champion_since": repr(self.clock.now())},
                 statuses,
             )
 

@@ -4,6 +4,9 @@ Message conventions the policies read (written by the graphs and the specialist 
 
 - ``INCIDENT {json}``: the structured incident the supervisor works on (first human message);
 - ``VERIFY {json}``: what the verify step found after a round (e.g. a canary verdict);
+- ``STAGE {json}``: a performance incident's stage (``stopgap``: the drift is still under way,
+  ship a model on the most recent rows; ``settled``: retrain on the settled concept); the runbook
+  starts over from the latest one;
 - ``TASK: text`` + ``CONTEXT {json}``: a specialist's assignment;
 - specialist tool results: ``{"specialist", "report", "results": [{"tool", "args", "result"}]}``.
 
@@ -87,11 +90,17 @@ def supervisor(messages: Sequence[BaseMessage]) -> AIMessage:
     if not incidents:
         return call("escalate", reason="no structured incident in the conversation")
     inc = incidents[0][1]
-    verifies = tagged(messages, "VERIFY")
+    start = 0
+    stages = tagged(messages, "STAGE")
+    if stages:
+        start, stage = stages[-1]
+        inc = {**inc, "stage": stage.get("stage", ""),
+               **{k: stage[k] for k in ("champion", "challenger") if k in stage}}
+    verifies = [(i, v) for i, v in tagged(messages, "VERIFY") if i > start]
     if verifies:
         idx, ver = verifies[-1]
         return _after_verify(inc, ver, tool_results(messages, idx))
-    return _first_round(inc, tool_results(messages))
+    return _first_round(inc, tool_results(messages, start))
 
 
 def _first_round(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
@@ -142,6 +151,18 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
     if tr.get("status") != "success":
         return call("escalate", reason=f"training for {svc} failed: {_short(tr)}")
     ver = tr.get("version")
+    stage = inc.get("stage", "")
+    if not tr.get("better", False) and stage == "stopgap":
+        return call("finish", summary=(
+            f"stopgap candidate v{ver} of {svc} is not better than the champion (holdout "
+            f"{tr.get('metric')} {tr.get('candidate')} vs {tr.get('champion')}); waiting for "
+            "the drift to settle"))
+    if (not tr.get("better", False) and stage == "settled"
+            and inc.get("champion") != inc.get("version")):
+        return call("finish", summary=(
+            f"keeping the stopgap v{inc.get('champion')} of {svc}: candidate v{ver} trained on "
+            f"the settled concept is not better ({tr.get('metric')} {tr.get('candidate')} vs "
+            f"{tr.get('champion')})"))
     if not tr.get("better", False):
         return call("escalate", reason=(
             f"candidate v{ver} of {svc} is not better than the champion by the margin and "

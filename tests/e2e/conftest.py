@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from evals.world import World, make_world
+from fleet.schema import Policy
 from tests.e2e.llm import ScriptedLLMs, UsageLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,10 +29,16 @@ def trainer_pool() -> Iterator[Any]:
 @pytest.fixture()
 def world_factory(r, keys, redis_url: str, tmp_path: Path,
                   trainer_pool: Any) -> Iterator[Callable[..., World]]:
-    """Build worlds on this test's key prefix; they are closed after the test."""
+    """Build worlds on this test's key prefix; they are closed after the test.
+
+    Unless a test passes its own policy, incidents take one round (no stopgap stage): these flows
+    (and the scripted LLMs' scripts) follow one retrain per incident. The stopgap flow has its
+    own tests in ``test_runbook_flows``.
+    """
     made: list[World] = []
 
     def make(**kw: Any) -> World:
+        kw.setdefault("policy", Policy(stopgap_min_rise=None))
         w = make_world(r, redis_url, prefix=keys.prefix, artifacts=tmp_path / "artifacts",
                        executor=trainer_pool, **kw)
         made.append(w)

@@ -22,6 +22,7 @@ import redis
 from evals.world import World, attach_world, make_world
 from fleet.approvals import ApprovalRequest
 from fleet.datasets import DriftStream, rotating_hyperplane
+from fleet.schema import Policy
 
 DRIFT = 4_000
 SERVICE = "svc"
@@ -49,8 +50,10 @@ def run_until_approval(url: str, prefix: str, artifacts: Path, ready: Path) -> N
         time.sleep(BLOCK_S)
         raise SystemExit("was not killed")
 
+    # One round per incident (no stopgap stage): the test follows a single promotion.
     world = make_world(r, url, prefix=prefix, artifacts=artifacts, stream=stream(),
-                       service=SERVICE, human=human, executor=ThreadPoolExecutor(1))
+                       service=SERVICE, human=human, executor=ThreadPoolExecutor(1),
+                       policy=Policy(stopgap_min_rise=None))
     holder["world"] = world
     world.run(2_000, 12_000)
     raise SystemExit("no approval was requested")

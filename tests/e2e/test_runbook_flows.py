@@ -124,3 +124,56 @@ def _before_promotion(world, ts: float) -> bool:
                                                                         count=5000)
              if e.action == "registry.promote" and e.details.get("version") == 2]
     return bool(promo) and ts < promo[0]
+
+
+def _incremental_run(world_factory, *, stopgap: bool):
+    """One incremental drift (the concept rotates over 2,000 rows), shadow rollouts.
+
+    At the replay's 20 rows a second, a one-minute retrain cooldown spans 1,200 rows.
+    """
+    stream = rotating_hyperplane(12_000, drifts=[DRIFT], width=2_000, seed=5)
+    world = world_factory(stream=stream, policy=Policy(
+        rollout="shadow", stopgap_min_rise=0.05 if stopgap else None, cooldown_s=60))
+    world.run(2_000, 12_000)
+    perf = [i for i in world.system.incidents.recent(20, world.service)
+            if i.kind == "performance_drop"]
+    assert perf, "no performance incident"
+    first = perf[-1]  # oldest first: the incident the drift opened
+    reg = world.fleet.registry
+    trained = [reg.version(world.service, n) for n in range(2, 20)
+               if _exists(reg, world.service, n)]
+    return world, first, trained
+
+
+def _exists(reg, service: str, n: int) -> bool:
+    try:
+        reg.version(service, n)
+    except Exception:  # NotFound: past the last version
+        return False
+    return True
+
+
+def test_a_drift_still_under_way_gets_a_stopgap_then_a_retrain_on_the_settled_concept(
+        world_factory):
+    world, inc, trained = _incremental_run(world_factory, stopgap=True)
+    assert inc.status.value == "resolved", inc.resolution
+    promoted = [e for e in Audit(world.fleet.r, world.fleet.keys).read(
+        service=world.service, count=5000) if e.action == "registry.promote"
+        and e.actor != "eval" and inc.opened_at <= e.ts <= (inc.closed_at or 1e18)]
+    assert [e.details["version"] for e in promoted] == [2, 3], promoted
+    stopgap, settled = trained[0], trained[1]
+    # The stopgap learnt from the most recent min_rows_after_drift rows only ...
+    assert stopgap.training_window["rows"] == Policy().min_rows_after_drift
+    # ... the second model from rows the stopgap answered once the drift had settled.
+    assert settled.parent == 2
+    assert "v3" in inc.resolution
+
+
+def test_without_stopgap_the_incident_waits_and_retrains_once(world_factory):
+    world, inc, trained = _incremental_run(world_factory, stopgap=False)
+    assert inc.status.value == "resolved", inc.resolution
+    promoted = [e for e in Audit(world.fleet.r, world.fleet.keys).read(
+        service=world.service, count=5000) if e.action == "registry.promote"
+        and e.actor != "eval" and inc.opened_at <= e.ts <= (inc.closed_at or 1e18)]
+    assert [e.details["version"] for e in promoted] == [2]
+    assert trained[0].training_window["rows"] != Policy().min_rows_after_drift

@@ -208,8 +208,11 @@ def test_cooldown_per_service_and_kind(limits: Limits, clock) -> None:
     assert (info.value.limit, info.value.retry_at) == ("cooldown", 1_700_000_600.0)
     limits.check("elec", "promote", policy)  # another kind
     limits.check("gas", "canary", policy)  # another service
+    assert limits.cooldown_until("elec", "canary", policy) == 1_700_000_600.0
+    assert limits.cooldown_until("elec", "promote", policy) is None
     clock.advance(1)
     limits.check("elec", "canary", policy)
+    assert limits.cooldown_until("elec", "canary", policy) is None
 
 
 def test_rollbacks_skip_the_cooldown_but_are_capped_per_hour(limits: Limits, clock) -> None:

@@ -1,0 +1,63 @@
+"""The runbook's two-stage performance incident: a stopgap round, then a settled round."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
+from supervisors.runbook.policies import supervisor
+
+INC = {"id": "inc-1", "service": "svc", "kind": "performance_drop", "version": 1,
+       "champion": 1, "challenger": None, "policy": {"rollout": "shadow"}}
+
+
+def _round(n: int, *, better: bool) -> list[BaseMessage]:
+    """A finished stretch of the runbook: validate ok, then a candidate that is or is not better."""
+    out: list[BaseMessage] = []
+    for k, (specialist, tool, result) in enumerate((
+            ("data_steward", "validate_window", {"status": "success", "ok": True}),
+            ("continuous_learning", "train_candidate",
+             {"status": "success", "version": n, "better": better, "metric": "accuracy",
+              "candidate": 0.8, "champion": 0.79}))):
+        cid = f"c{n}-{k}"
+        out.append(AIMessage(content="", tool_calls=[{"name": specialist, "args": {"task": "t"},
+                                                      "id": cid}]))
+        report = {"specialist": specialist, "report": "done",
+                  "results": [{"tool": tool, "args": {}, "result": result}]}
+        out.append(ToolMessage(content=json.dumps(report), tool_call_id=cid))
+    return out
+
+
+def _stage(stage: str, **extra: Any) -> HumanMessage:
+    return HumanMessage(content="STAGE " + json.dumps({"stage": stage, **extra}))
+
+
+def _next(messages: list[BaseMessage]) -> tuple[str, dict[str, Any]]:
+    call = supervisor(messages).tool_calls[0]
+    return call["name"], call["args"]
+
+
+def test_a_stopgap_that_is_not_better_waits_for_the_drift_to_settle() -> None:
+    msgs = [HumanMessage(content="INCIDENT " + json.dumps(INC)), _stage("stopgap"),
+            *_round(2, better=False)]
+    name, args = _next(msgs)
+    assert name == "finish" and "waiting for the drift to settle" in args["summary"]
+
+
+def test_the_settled_round_starts_over_and_keeps_a_live_stopgap_over_a_worse_retrain() -> None:
+    head = [HumanMessage(content="INCIDENT " + json.dumps(INC)), _stage("stopgap"),
+            *_round(2, better=True)]
+    # The settled round ignores the stopgap round's results: it validates again first.
+    name, args = _next([*head, _stage("settled", champion=2)])
+    assert (name, args["task"].split()[0]) == ("data_steward", "validate")
+    name, args = _next([*head, _stage("settled", champion=2), *_round(3, better=False)])
+    assert name == "finish" and "keeping the stopgap v2" in args["summary"]
+
+
+def test_a_settled_retrain_that_is_not_better_escalates_when_no_stopgap_is_live() -> None:
+    msgs = [HumanMessage(content="INCIDENT " + json.dumps(INC)), _stage("stopgap"),
+            *_round(2, better=False), _stage("settled", champion=1), *_round(3, better=False)]
+    name, args = _next(msgs)
+    assert name == "escalate" and "not better than the champion" in args["reason"]
