@@ -24,9 +24,9 @@ from langgraph.types import interrupt
 
 from fleet.actions.limits import Limits
 from fleet.clock import Clock
-from fleet.incidents import Incident, IncidentStore
+from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
-from fleet.monitor.settle import drift_settling
+from fleet.monitor.settle import drift_settling, stopgap_due
 from fleet.registry import Registry
 from fleet.telemetry import TelemetryReader
 from supervisors.runbook.policies import last_result, tool_results
@@ -129,7 +129,8 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
                            "settled concept" if not timed_out else
                            "the drift did not settle in time: retrain on the recent rows"}
             return {"check": "", "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
-        if st.rising and stage == "" and _badly_hurt(inc, deps.registry):
+        policy = deps.registry.service(inc.service).policy
+        if st.rising and stage == "" and stopgap_due(inc, policy):
             note = {"stage": "stopgap", "rows_since_onset": st.rows,
                     "why": "the champion's error is still rising: ship a stopgap trained on the "
                            "most recent rows now, retrain on the settled concept later"}
@@ -231,13 +232,6 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
     g.add_conditional_edges("wait", lambda s: s["check"], ["gather", "verify"])
     g.add_edge("close", END)
     return g.compile(checkpointer=checkpointer, name="incident")
-
-
-def _badly_hurt(inc: Incident, registry: Registry) -> bool:
-    """Whether the drift raised the champion's error enough for a stopgap (policy)."""
-    least = registry.service(inc.service).policy.stopgap_min_rise
-    rise = inc.evidence.get("statistic")
-    return least is not None and isinstance(rise, int | float) and rise >= least
 
 
 def _started_rollout(messages: list[Any]) -> int:

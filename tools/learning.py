@@ -8,7 +8,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 
 from fleet.errors import NotFound
-from fleet.monitor.settle import drift_settling
+from fleet.monitor.settle import drift_settling, stopgap_due
 from fleet.registry import VersionStatus
 from tools.deps import ToolDeps, action_context
 from tools.results import error, guarded, ok
@@ -86,9 +86,9 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
 def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
     """``(since, most rows)`` a performance incident trains on: the new concept, not the mix.
 
-    Settled drift: the rows since the new concept started. Still rising (a stopgap): the most
-    recent ``min_rows_after_drift`` rows. Otherwise the rows since the onset. Outside a
-    performance incident (e.g. chat): no limit.
+    Settled drift: the rows since the new concept started. Still rising and rose enough for a
+    stopgap: the most recent ``min_rows_after_drift`` rows. Otherwise the rows since the onset.
+    Outside a performance incident (e.g. chat): no limit.
     """
     try:
         inc = deps.incidents.get(thread)
@@ -101,6 +101,7 @@ def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
         return None, None
     if st.since is not None:
         return st.since, None
-    if st.rising:
-        return None, deps.registry.service(inc.service).policy.min_rows_after_drift
+    policy = deps.registry.service(inc.service).policy
+    if st.rising and stopgap_due(inc, policy):
+        return None, policy.min_rows_after_drift
     return inc.onset_at, None

@@ -23,6 +23,7 @@ import numpy as np
 from fleet.incidents import Incident
 from fleet.monitor.config import detector_config
 from fleet.registry import Registry
+from fleet.schema import Policy
 from fleet.telemetry import TelemetryReader
 
 Z = 2.0
@@ -124,6 +125,16 @@ def _recent_errors(reader: TelemetryReader, service: str, version: int | None,
     win = reader.labelled_window(service, need, version=version, scan_limit=need * 4)
     return (np.asarray(win.predictions, dtype=np.float64)
             != np.asarray(win.y, dtype=np.float64)).astype(np.float64)
+
+
+def stopgap_due(incident: Incident, policy: Policy) -> bool:
+    """Whether the drift raised the champion's error enough for a stopgap (``stopgap_min_rise``).
+
+    Only the size of the rise; the caller also checks that the error is still rising.
+    """
+    least = policy.stopgap_min_rise
+    rise = incident.evidence.get("statistic")
+    return least is not None and isinstance(rise, int | float) and rise >= least
 
 
 def drift_settling(registry: Registry, reader: TelemetryReader,
