@@ -39,6 +39,9 @@ from fleet.schema import Policy
 
 SERVICE = "elec"
 TRAIN_ROWS = 2_000
+ROWS_PER_S = 1.0
+"""Simulated requests a second: the policy's cooldowns and approval expiry span hundreds of rows,
+a small part of a concept's life, as in production (and as in the eval scenarios)."""
 BLOCK = 1_000
 """Rows per accuracy line in the terminal."""
 SHOWN = ("incident.open", "incident.transition", "registry.add_version", "registry.start_canary",
@@ -137,7 +140,7 @@ def _replay(world: World, tally: _Tally, console: Console, stop: int, seed: int,
                     highlight=False)
             shown["blocks"] = blocks
 
-        world.run(TRAIN_ROWS, stop, seed=seed, on_batch=on_batch)
+        world.run(TRAIN_ROWS, stop, seed=seed, on_batch=on_batch, rows_per_s=ROWS_PER_S)
         _print_audit(world, tally, progress.console)
 
 
