@@ -116,10 +116,10 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         st = drift_settling(deps.registry, deps.reader, inc)
         stage = state.get("stage", "")
         timed_out = deps.clock.now() - state.get("stage_at", inc.opened_at) > deps.gather_timeout_s
+        svc = deps.registry.service(inc.service)
         if st is None or st.since is not None or timed_out:
             if stage != "settled":
                 return {"check": ""}
-            svc = deps.registry.service(inc.service)
             if deps.limits is not None and deps.limits.cooldown_until(
                     inc.service, "retrain", svc.policy) is not None:
                 return {"check": "gather"}  # the stopgap's retrain was recent: wait it out
@@ -129,8 +129,7 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
                            "settled concept" if not timed_out else
                            "the drift did not settle in time: retrain on the recent rows"}
             return {"check": "", "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
-        policy = deps.registry.service(inc.service).policy
-        if st.rising and stage == "" and stopgap_due(inc, policy):
+        if st.rising and stage == "" and stopgap_due(inc, svc.policy):
             note = {"stage": "stopgap", "rows_since_onset": st.rows,
                     "why": "the champion's error is still rising: ship a stopgap trained on the "
                            "most recent rows now, retrain on the settled concept later"}

@@ -160,13 +160,3 @@ def drift_settling(registry: Registry, reader: TelemetryReader,
         reader, incident.service, onset_at=onset_at, version=version,
         need=need, min_effect=detector_config(policy).performance_min_effect,
         most=max(policy.train_window, 2 * need))
-
-
-def new_concept_since(registry: Registry, reader: TelemetryReader,
-                      incident: Incident) -> float | None:
-    """When the new concept of a performance incident's drift starts, or None (not yet).
-
-    See :func:`drift_settling`.
-    """
-    st = drift_settling(registry, reader, incident)
-    return None if st is None else st.since
