@@ -141,6 +141,14 @@ def serve_canaries(fleet: Fleet, services: list[str], served: set[tuple[str, int
                       since=s.challenger_since, seed=s.challenger)
 
 
+def seed_and_open(fleet: Fleet, incidents: IncidentStore, cases: list[Case]) -> list[str]:
+    """Seed every case's service (one tiny model for all) and open its incident; return the ids."""
+    model = tiny_model()
+    for case in cases:
+        seed_case(fleet, case, model)
+    return [open_incident(incidents, fleet.clock, case) for case in cases]
+
+
 def open_incident(incidents: IncidentStore, clock: Clock, case: Case) -> str:
     """Open the case's incident as its detector would, and return its id."""
     inc = incidents.observe(Signal(

@@ -33,10 +33,8 @@ from tests.drills.harness import (
     answer_pending,
     check_invariants,
     ended,
-    open_incident,
-    seed_case,
+    seed_and_open,
     serve_canaries,
-    tiny_model,
 )
 
 SEED = 7
@@ -79,10 +77,7 @@ def test_random_sigkills_of_the_loop_lose_no_approval_repeat_no_write_and_end_ev
     fleet = build_fleet(r, redis_url, prefix=keys.prefix, artifacts=artifacts)
     system = build_system(fleet)  # the test's own view: reads, and the human's approvals
     approvals: ApprovalStore = system.approvals
-    model = tiny_model()
-    for case in CASES:
-        seed_case(fleet, case, model)
-    ids = [open_incident(system.incidents, fleet.clock, case) for case in CASES]
+    ids = seed_and_open(fleet, system.incidents, CASES)
     answers = {c.service: c.answer for c in CASES}
     services = [c.service for c in CASES]
     served: set[tuple[str, int]] = set()

@@ -29,10 +29,8 @@ from tests.drills.harness import (
     Case,
     answer_pending,
     check_invariants,
-    open_incident,
-    seed_case,
+    seed_and_open,
     serve_canaries,
-    tiny_model,
 )
 from tests.fakes.chat import ScriptedChatModel
 
@@ -145,10 +143,7 @@ def test_llm_faults_are_retried_repaired_or_answered_by_the_runbook_and_every_in
     fleet = system.fleet
     cases = [Case("pr", "retrain_promote"), Case("dc", "drop_canary"),
              Case("wd", "watch_drift")]
-    model = tiny_model()
-    for case in cases:
-        seed_case(fleet, case, model)
-    ids = [open_incident(system.incidents, fleet.clock, c) for c in cases]
+    ids = seed_and_open(fleet, system.incidents, cases)
     served: set[tuple[str, int]] = set()
 
     deadline = time.monotonic() + 60

@@ -29,10 +29,8 @@ from tests.drills.harness import (
     audit_entries,
     check_invariants,
     ended,
-    open_incident,
-    seed_case,
+    seed_and_open,
     serve_canaries,
-    tiny_model,
 )
 
 LOOP = LoopConfig(shards=2, tick_interval_s=0.05, shard_ttl_s=5.0, incident_ttl_s=5.0,
@@ -116,10 +114,7 @@ def test_a_redis_crash_while_approvals_are_pending_loses_neither_them_nor_the_ch
     fleet = system.fleet
     cases = [Case("rb", "rollback_approval"), Case("pr", "retrain_promote"),
              Case("dc", "drop_canary")]
-    model = tiny_model()
-    for case in cases:
-        seed_case(fleet, case, model)
-    ids = [open_incident(system.incidents, fleet.clock, c) for c in cases]
+    ids = seed_and_open(fleet, system.incidents, cases)
     served: set[tuple[str, int]] = set()
     play = lambda: serve_canaries(fleet, ["pr"], served)  # noqa: E731
 
@@ -170,10 +165,7 @@ def test_redis_crashes_at_random_points_of_incident_handling_lose_and_repeat_not
              + [Case(f"dc{i}", "drop_canary") for i in range(4)]
              + [Case(f"pr{i}", "retrain_promote") for i in range(3)]
              + [Case("rj", "rollback_approval", answer="reject")])
-    model = tiny_model()
-    for case in cases:
-        seed_case(fleet, case, model)
-    ids = [open_incident(system.incidents, fleet.clock, c) for c in cases]
+    ids = seed_and_open(fleet, system.incidents, cases)
     answers = {c.service: c.answer for c in cases}
     served: set[tuple[str, int]] = set()
 
