@@ -26,7 +26,8 @@ from fleet.actions.limits import Limits
 from fleet.clock import Clock
 from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
-from fleet.monitor.settle import drift_settling, stopgap_due
+from fleet.monitor.config import detector_config
+from fleet.monitor.settle import drift_settling, stopgap_due, stopgap_recovered
 from fleet.registry import Registry
 from fleet.telemetry import TelemetryReader
 from supervisors.runbook.policies import last_result, tool_results
@@ -120,6 +121,15 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         if st is None or st.since is not None or timed_out:
             if stage != "settled":
                 return {"check": ""}
+            if not timed_out and stopgap_recovered(inc, st, svc.policy):
+                assert st is not None and st.error is not None  # stopgap_recovered checked
+                who = (f"the stopgap v{svc.champion}" if svc.champion != inc.version
+                       else f"the champion v{svc.champion}")
+                return {"check": "close", "outcome": "finish", "summary": (
+                    f"keeping {who} of {inc.service}: on the settled concept its error "
+                    f"{st.error:.3f} is back within "
+                    f"{detector_config(svc.policy).performance_min_effect:g} of the pre-drift "
+                    f"{float(inc.evidence['baseline_error']):.3f}; no second retrain")}
             if deps.limits is not None and deps.limits.cooldown_until(
                     inc.service, "retrain", svc.policy) is not None:
                 return {"check": "gather"}  # the stopgap's retrain was recent: wait it out
@@ -129,7 +139,7 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
                            "settled concept" if not timed_out else
                            "the drift did not settle in time: retrain on the recent rows"}
             return {"check": "", "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
-        if st.rising and stage == "" and stopgap_due(inc, svc.policy):
+        if stage == "" and stopgap_due(inc, st, svc.policy):
             note = {"stage": "stopgap", "rows_since_onset": st.rows,
                     "why": "the champion's error is still rising: ship a stopgap trained on the "
                            "most recent rows now, retrain on the settled concept later"}
@@ -138,7 +148,8 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         return {"check": "gather"}
 
     def after_gather(state: IncidentState) -> str:
-        return "wait" if state.get("check") == "gather" else "supervisor"
+        check = state.get("check")
+        return "wait" if check == "gather" else "close" if check == "close" else "supervisor"
 
     def run_supervisor(state: IncidentState, config: RunnableConfig) -> dict[str, Any]:
         before = list(state["messages"])
@@ -225,7 +236,7 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
     g.add_node("close", close)
     g.add_edge(START, "intake")
     g.add_edge("intake", "gather")
-    g.add_conditional_edges("gather", after_gather, ["wait", "supervisor"])
+    g.add_conditional_edges("gather", after_gather, ["wait", "supervisor", "close"])
     g.add_edge("supervisor", "verify")
     g.add_conditional_edges("verify", after_verify, ["supervisor", "wait", "close"])
     g.add_conditional_edges("wait", lambda s: s["check"], ["gather", "verify"])

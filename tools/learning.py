@@ -86,8 +86,9 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
 def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
     """``(since, most rows)`` a performance incident trains on: the new concept, not the mix.
 
-    Settled drift: the rows since the new concept started. Still rising and rose enough for a
-    stopgap: the most recent ``min_rows_after_drift`` rows. Otherwise the rows since the onset.
+    Settled drift: the rows since the new concept started. A stopgap (still rising, rose
+    enough): the rows since the onset, at most the most recent ``min_rows_after_drift``.
+    Otherwise the rows since the onset.
     Outside a performance incident (e.g. chat): no limit.
     """
     try:
@@ -102,6 +103,6 @@ def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
     if st.since is not None:
         return st.since, None
     policy = deps.registry.service(inc.service).policy
-    if st.rising and stopgap_due(inc, policy):
-        return None, policy.min_rows_after_drift
+    if stopgap_due(inc, st, policy):
+        return inc.onset_at, policy.min_rows_after_drift
     return inc.onset_at, None

@@ -5,9 +5,10 @@ on. A gradual or incremental drift raises it over many rows; rows from its early
 mixture of old and new concept, and a candidate trained on them is stale when it ships. The
 incident graph therefore waits until the error has stopped rising and enough rows of the
 *settled* new concept exist, and the retrain uses only those rows. While it waits, the policy's
-``stopgap_min_rise`` lets a badly hurt service ship a stopgap first: a model trained on the most
-recent rows as soon as the error is seen to be still rising, then the retrain on the settled
-concept (measured on the stopgap's own rows, since the version the drift hit no longer answers).
+``stopgap_min_rise`` lets a badly hurt service ship a stopgap first: a model trained on the rows
+since the onset as soon as the error is seen to be still rising, then the retrain on the settled
+concept (measured on the stopgap's own rows, since the version the drift hit no longer answers)
+unless the stopgap already serves the settled concept at the pre-drift error.
 
 :func:`settled_start` is pure (numpy on a 0/1 error array); :func:`settling` reads the
 champion's labelled rows since an incident's onset and applies it.
@@ -83,6 +84,8 @@ class Settling:
     """Start of the settled new concept, once ``need`` settled rows exist (else None)."""
     rising: bool
     """The error is still rising (only judged once ``need`` rows exist)."""
+    error: float | None = None
+    """Error rate of the settled rows (from ``since`` on), once they exist."""
 
 
 def settling(
@@ -108,7 +111,8 @@ def settling(
     errors = (pred != y).astype(np.float64)
     start = settled_start(errors, need=need, min_effect=min_effect)
     if start is not None and len(y) - start >= need:
-        return Settling(len(y), float(ts[start]), rising=False)
+        return Settling(len(y), float(ts[start]), rising=False,
+                        error=float(errors[start:].mean()))
     if len(y) < need:
         # A slow drift's onset is estimated late: judge the rise on the version's last ``need``
         # rows, reaching back before the estimate. (An abrupt change seen early looks like a
@@ -127,14 +131,31 @@ def _recent_errors(reader: TelemetryReader, service: str, version: int | None,
             != np.asarray(win.y, dtype=np.float64)).astype(np.float64)
 
 
-def stopgap_due(incident: Incident, policy: Policy) -> bool:
-    """Whether the drift raised the champion's error enough for a stopgap (``stopgap_min_rise``).
+def stopgap_due(incident: Incident, st: Settling, policy: Policy) -> bool:
+    """Whether a drift still under way gets a stopgap now.
 
-    Only the size of the rise; the caller also checks that the error is still rising.
+    The error is still rising, the drift raised it by at least ``stopgap_min_rise``, and at
+    least half of the ``min_rows_after_drift`` rows a stopgap trains on (the most recent ones)
+    come after the onset: a change caught a hundred rows in would otherwise give a model of the
+    old concept.
     """
     least = policy.stopgap_min_rise
     rise = incident.evidence.get("statistic")
-    return least is not None and isinstance(rise, int | float) and rise >= least
+    return (st.rising and least is not None and isinstance(rise, int | float) and rise >= least
+            and st.rows >= policy.min_rows_after_drift // 2)
+
+
+def stopgap_recovered(incident: Incident, st: Settling | None, policy: Policy) -> bool:
+    """Whether a live stopgap already serves the settled concept at the pre-drift error.
+
+    Then a second retrain has little to gain and would spend a retrain: the stopgap's error on
+    the settled rows is within the performance detector's ``min_effect`` of the error the
+    champion had before the drift (the incident's ``baseline_error``).
+    """
+    base = incident.evidence.get("baseline_error")
+    if st is None or st.error is None or not isinstance(base, int | float):
+        return False
+    return st.error <= float(base) + detector_config(policy).performance_min_effect
 
 
 def drift_settling(registry: Registry, reader: TelemetryReader,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from fleet.monitor.settle import settled_start
+from fleet.monitor.settle import Settling, settled_start, stopgap_recovered
+from fleet.schema import Policy
 
 
 def _errors(rates: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -36,3 +39,26 @@ def test_too_few_rows_are_never_settled() -> None:
 def test_a_rise_below_the_minimum_effect_does_not_hold_training_back() -> None:
     rates = np.r_[np.full(1_000, 0.20), np.full(1_000, 0.21)]
     assert settled_start(_errors(rates, 3), need=1_000, min_effect=0.05) is not None
+
+
+def _incident(**evidence: float) -> SimpleNamespace:
+    """Just the part of an Incident that ``stopgap_recovered`` reads (hand-written fixture)."""
+    return SimpleNamespace(evidence=evidence)
+
+
+@pytest.mark.parametrize(("error", "recovered"), [(0.21, True), (0.219, True), (0.23, False)])
+def test_a_stopgap_within_the_minimum_effect_of_the_pre_drift_error_needs_no_second_retrain(
+        error: float, recovered: bool) -> None:
+    st = Settling(rows=1_500, since=1.0, rising=False, error=error)
+    policy = Policy(thresholds={"performance_min_effect": 0.02})
+    assert stopgap_recovered(_incident(baseline_error=0.2), st, policy) is recovered
+
+
+def test_recovery_is_never_claimed_without_settled_rows_or_a_baseline() -> None:
+    policy = Policy()
+    unsettled = Settling(rows=800, since=None, rising=True)
+    settled = Settling(rows=1_500, since=1.0, rising=False, error=0.1)
+    assert not stopgap_recovered(_incident(baseline_error=0.2), unsettled, policy)
+    assert not stopgap_recovered(_incident(baseline_error=0.2), None, policy)
+    assert not stopgap_recovered(_incident(), settled, policy)
+
