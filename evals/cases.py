@@ -231,9 +231,10 @@ class Case(BaseModel):
     request a second, drifts a few thousand rows apart come about an hour apart, and the
     10-minute cooldowns and the 15-minute approval TTL span hundreds of rows, a small part of a
     concept's life, as they would in production."""
-    tick_every: int = Field(250, ge=50)
-    """Rows between two monitor ticks (each followed by one pass of the incident driver);
-    four minutes of traffic at the default rate."""
+    tick_every: int = Field(100, ge=50)
+    """Rows between two monitor ticks (each followed by one pass of the incident driver): one
+    predict batch, 100 s of traffic at the default rate. Still coarser than production, where
+    the loop ticks every 5 s (``apps.loop.LoopConfig.tick_interval_s``)."""
     batch: int = Field(100, ge=1)
     """Rows per predict request."""
     faults: list[Fault] = Field(default_factory=list)

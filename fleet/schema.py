@@ -133,8 +133,10 @@ class Policy(BaseModel):
     """Largest share of traffic (percent) a canary may take without approval."""
     min_improvement: float = 0.01
     """Holdout metric gain a candidate needs over the champion to go to canary."""
-    canary_min_samples: int = 300
-    """Labelled canary predictions needed before the analysis can pass or fail."""
+    canary_min_samples: int = 150
+    """Labelled canary predictions needed before the analysis can pass or fail. The verdict is
+    a confidence bound at the canary's alpha, so this minimum only keeps the bound's normal
+    approximation sound; a larger one delays every promotion and every rollback."""
     cooldown_s: float = 600.0
     """Seconds after an action on a service before the next automatic action."""
     max_rollbacks_per_hour: int = 3

@@ -128,7 +128,7 @@ class Canary:
     def __init__(
         self,
         *,
-        min_samples: int = 300,
+        min_samples: int = 150,
         alpha: float = 0.05,
         min_effect: float = 0.02,
         margin: float = 0.05,

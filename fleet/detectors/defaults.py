@@ -70,7 +70,7 @@ class DetectorConfig:
     """Significance of the error-rate regression test."""
     regression_min_samples: int = 200
     """Requests each window needs before a regression can be flagged."""
-    canary_min_samples: int = 300
+    canary_min_samples: int = 150
     """Samples each arm needs before the canary can pass or fail."""
     canary_alpha: float = 0.05
     """Significance of the canary tests."""

@@ -426,7 +426,7 @@ def test_a_clearly_worse_canary_fails(world: World, model) -> None:
 
 def test_an_equal_canary_is_inconclusive_until_its_minimum_sample_then_passes(world: World,
                                                                                model) -> None:
-    """Policy minimum 300 labelled requests per arm; at 50 % split that takes ~600 requests."""
+    """Policy minimum 150 labelled requests per arm; at 50 % split that takes ~300 requests."""
     reports = _canary(world, model, n=1_600, tick_every=200)
     verdicts = [rep.canary[SVC] for rep in reports]
     assert verdicts[0] == "inconclusive" and verdicts[-1] == "pass"
@@ -434,7 +434,7 @@ def test_an_equal_canary_is_inconclusive_until_its_minimum_sample_then_passes(wo
     assert set(verdicts[:first_pass]) == {"inconclusive"}
     res = world.facade.canary_analysis(SVC)
     assert res["verdict"] == "pass"
-    assert min(res["champion"]["n"], res["challenger"]["n"]) >= res["min_samples"] == 300
+    assert min(res["champion"]["n"], res["challenger"]["n"]) >= res["min_samples"] == 150
     assert opened(world) == {}
 
 
