@@ -3,7 +3,8 @@
 The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Gather holds a
 performance incident until the drift has settled (the champion's error stopped rising) and enough
 labelled traffic of the new concept exists to train on (a wait interrupt the loop resumes later;
-see ``fleet.monitor.settle``). Verify re-checks
+see ``fleet.monitor.settle``); after a stopgap that already serves the settled concept at the
+pre-drift error it closes the incident without a second retrain. Verify re-checks
 the service after a round: a live canary is analysed, and while the analysis is inconclusive
 before its deadline the graph pauses with a ``wait`` interrupt that the loop resumes later. A
 verdict goes back to the supervisor, at most ``max_rounds`` times. Thread id = incident id.
@@ -142,7 +143,7 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         if stage == "" and stopgap_due(inc, st, svc.policy):
             note = {"stage": "stopgap", "rows_since_onset": st.rows,
                     "why": "the champion's error is still rising: ship a stopgap trained on the "
-                           "most recent rows now, retrain on the settled concept later"}
+                           "rows since the onset now, retrain on the settled concept later"}
             return {"check": "", "stage": "stopgap",
                     "messages": [HumanMessage(content="STAGE " + json.dumps(note))]}
         return {"check": "gather"}

@@ -135,9 +135,8 @@ def stopgap_due(incident: Incident, st: Settling, policy: Policy) -> bool:
     """Whether a drift still under way gets a stopgap now.
 
     The error is still rising, the drift raised it by at least ``stopgap_min_rise``, and at
-    least half of the ``min_rows_after_drift`` rows a stopgap trains on (the most recent ones)
-    come after the onset: a change caught a hundred rows in would otherwise give a model of the
-    old concept.
+    least half of the ``min_rows_after_drift`` rows a stopgap trains on exist since the onset:
+    a change caught a hundred rows in would otherwise give a model of a hundred rows.
     """
     least = policy.stopgap_min_rise
     rise = incident.evidence.get("statistic")
