@@ -7,7 +7,8 @@ applied the same way, with the same seed), serves them in time order with the SA
 replay. Each retrain is deployed to all traffic at once: no holdout, no canary, no approval.
 
 - ``static``: the first model forever. It is flywheel's v1 exactly: trained on rows
-  ``[0, train_rows)`` minus the most recent ``holdout_fraction`` (which the trainer holds out).
+  ``[0, train_rows)`` (minus the most recent ``holdout_fraction`` when the policy turns
+  ``refit_after_holdout`` off).
 - ``every K`` (``periodic``): retrain on the last ``train_window`` rows every K rows,
   K in :data:`PERIODS`. On Electricity ``every 500`` is the upper reference.
 - ``ADWIN`` / ``HDDM_A``: river's detector (default parameters) on the served model's 0/1 error
@@ -74,6 +75,8 @@ class Setup:
     train_window: int
     min_rows_after_drift: int
     holdout_fraction: float
+    refit: bool
+    """The policy's ``refit_after_holdout``: flywheel's v1 was fitted on all its rows."""
     seed: int
     drifts: tuple[tuple[int, int], ...]
     """``(onset, width)`` of every true drift."""
@@ -104,7 +107,7 @@ def setup(case: Case, stream: DriftStream) -> Setup:
     return Setup(
         X=X, y=y, start=case.train_rows, stop=len(stream), train_window=p.train_window,
         min_rows_after_drift=p.min_rows_after_drift, holdout_fraction=p.holdout_fraction,
-        seed=case.seed, errors=errors,
+        refit=p.refit_after_holdout, seed=case.seed, errors=errors,
         drifts=tuple(zip(stream.drift_points, stream.drift_widths, strict=True)),
     )
 
@@ -124,7 +127,7 @@ class _Sim:
 
     def __post_init__(self) -> None:
         s = self.s
-        cut = split(s.start, s.holdout_fraction)
+        cut = s.start if s.refit else split(s.start, s.holdout_fraction)
         self.model = pipeline.fit(s.X[:cut], s.y[:cut], task="classification", seed=s.seed)
         self.t = s.start
         self.correct = np.zeros(s.stop - s.start, dtype=bool)

@@ -155,6 +155,12 @@ class Policy(BaseModel):
     stopgap trained on a mixture of concepts is not worth its risk then). None: never."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of the most recent labelled window held out to compare candidate and champion."""
+    refit_after_holdout: bool = True
+    """Once the holdout has judged the candidate, ship a model fitted on the whole window, the
+    held-out newest rows included (the standard validate-then-refit). On a drifting stream the
+    newest rows matter most; without a refit every candidate ships ``holdout_fraction`` of its
+    window stale. The holdout metrics describe the validation fit; the shadow or canary judges
+    the shipped model itself."""
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Per-detector threshold overrides (names documented in fleet/monitor)."""
 

@@ -3,8 +3,9 @@
 The supervisor is an agent (see ``supervisors``); the other nodes are plain code. Gather holds a
 performance incident until the drift has settled (the champion's error stopped rising) and enough
 labelled traffic of the new concept exists to train on (a wait interrupt the loop resumes later;
-see ``fleet.monitor.settle``); after a stopgap that already serves the settled concept at the
-pre-drift error it closes the incident without a second retrain. Verify re-checks
+see ``fleet.monitor.settle``). When the serving version's error on the settled rows is back at
+the pre-drift error (a rise that did not last, or a stopgap that already serves the settled
+concept) it closes the incident without a retrain. Verify re-checks
 the service after a round: a live canary is analysed, and while the analysis is inconclusive
 before its deadline the graph pauses with a ``wait`` interrupt that the loop resumes later. A
 verdict goes back to the supervisor, at most ``max_rounds`` times. Thread id = incident id.
@@ -25,11 +26,11 @@ from langgraph.types import interrupt
 
 from fleet.actions.limits import Limits
 from fleet.clock import Clock
-from fleet.incidents import IncidentStore
+from fleet.incidents import Incident, IncidentStore
 from fleet.incidents.lifecycle import Status
 from fleet.monitor.config import detector_config
-from fleet.monitor.settle import drift_settling, stopgap_due, stopgap_recovered
-from fleet.registry import Registry
+from fleet.monitor.settle import Settling, back_to_baseline, drift_settling, stopgap_due
+from fleet.registry import Registry, ServiceRecord
 from fleet.telemetry import TelemetryReader
 from supervisors.runbook.policies import last_result, tool_results
 
@@ -120,17 +121,15 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         timed_out = deps.clock.now() - state.get("stage_at", inc.opened_at) > deps.gather_timeout_s
         svc = deps.registry.service(inc.service)
         if st is None or st.since is not None or timed_out:
+            if not timed_out and stage in ("", "settled") and back_to_baseline(
+                    inc, st, svc.policy):
+                # Before any retrain: the rise did not last. After a stopgap: it already serves
+                # the settled concept. Either way a retrain has little to gain.
+                assert st is not None and st.error is not None  # back_to_baseline checked
+                return {"check": "close", "outcome": "finish",
+                        "summary": _back_to_baseline(inc, st, svc, settled=stage == "settled")}
             if stage != "settled":
                 return {"check": ""}
-            if not timed_out and stopgap_recovered(inc, st, svc.policy):
-                assert st is not None and st.error is not None  # stopgap_recovered checked
-                who = (f"the stopgap v{svc.champion}" if svc.champion != inc.version
-                       else f"the champion v{svc.champion}")
-                return {"check": "close", "outcome": "finish", "summary": (
-                    f"keeping {who} of {inc.service}: on the settled concept its error "
-                    f"{st.error:.3f} is back within "
-                    f"{detector_config(svc.policy).performance_min_effect:g} of the pre-drift "
-                    f"{float(inc.evidence['baseline_error']):.3f}; no second retrain")}
             if deps.limits is not None and deps.limits.cooldown_until(
                     inc.service, "retrain", svc.policy) is not None:
                 return {"check": "gather"}  # the stopgap's retrain was recent: wait it out
@@ -253,3 +252,13 @@ def _started_rollout(messages: list[Any]) -> int:
         if res and res.get("status") == "success" and res.get("version"):
             return int(res["version"])
     return 0
+
+
+def _back_to_baseline(inc: Incident, st: Settling, svc: ServiceRecord, *, settled: bool) -> str:
+    """Close summary when the serving version's settled error is back at the pre-drift error."""
+    who = (f"the stopgap v{svc.champion}" if svc.champion != inc.version
+           else f"the champion v{svc.champion}")
+    tail = "no second retrain" if settled else "the rise did not last; no retrain"
+    return (f"keeping {who} of {inc.service}: on the settled rows its error {st.error:.3f} is "
+            f"back within {detector_config(svc.policy).performance_min_effect:g} of the "
+            f"pre-drift {float(inc.evidence['baseline_error']):.3f}; {tail}")

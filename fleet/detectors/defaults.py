@@ -58,6 +58,8 @@ class DetectorConfig:
     """Effect sizes watched in parallel (2x, 4x, 8x ``min_effect``)."""
     performance_warmup: int = 300
     """Labelled events after a reset spent learning the baseline error rate."""
+    performance_baseline_rows: int = 2_000
+    """Labelled events after a reset whose mean error is the baseline; then it is held."""
     regression_latency_rel: float = 0.2
     """Relative growth of a latency quantile that counts as a regression."""
     regression_latency_abs_ms: float = 10.0

@@ -42,13 +42,19 @@ class CusumResult:
 class ErrorRateCusum:
     """Page's CUSUM of Bernoulli log-likelihood ratios, at a few effect sizes, per service.
 
-    Each service learns its baseline error rate ``p0`` as the running mean of the errors it has
-    seen since its last reset. Once ``warmup`` events are in, every new 0/1 error adds
-    ``log P(x | p1) / P(x | p0)`` to a statistic kept at or above 0, for ``p1 = p0 + e`` with
-    ``e`` in ``min_effect * (2, 4, 8, ...)`` (``scales`` values). The first statistic to exceed
-    ``threshold`` raises an alarm, the change is dated to the event after that statistic was
-    last 0, and the service resets. Several effect sizes approximate a generalised likelihood
-    ratio test: small rises are caught by the smallest ``e``, large ones fast by the largest.
+    Each service learns its baseline error rate ``p0`` as the mean of the first
+    ``baseline_rows`` errors after its last reset, then holds it. Once ``warmup`` events are in,
+    every new 0/1 error adds ``log P(x | p1) / P(x | p0)`` to a statistic kept at or above 0,
+    for ``p1 = p0 + e`` with ``e`` in ``min_effect * (2, 4, 8, ...)`` (``scales`` values). The
+    first statistic to exceed ``threshold`` raises an alarm, the change is dated to the event
+    after that statistic was last 0, and the service resets. Several effect sizes approximate a
+    generalised likelihood ratio test: small rises are caught by the smallest ``e``, large ones
+    fast by the largest.
+
+    Why the baseline is held: a running mean over all events absorbs a change as it happens. A
+    model whose error rises by 3 points drags a running ``p0`` up with it, the rise left over
+    falls under ``min_effect`` and the statistic never reaches the threshold, however long the
+    change lasts (a SEA threshold move went unseen for 8,000 rows that way).
 
     Why a minimum effect: a statistic built for ``p1 = p0 + 2 * min_effect`` drifts *down*
     while the error rate stays below about ``p0 + min_effect``, so a wiggle smaller than that
@@ -62,6 +68,8 @@ class ErrorRateCusum:
         min_effect: smallest rise of the error rate (absolute, 0..1) worth an alarm.
         scales: effect sizes tried, doubling from ``2 * min_effect``.
         warmup: events after a reset spent learning the baseline before any alarm.
+        baseline_rows: events after a reset the baseline is the mean of (at least ``warmup``);
+            until then it is the running mean of the events so far.
 
     Example:
         >>> rng = np.random.default_rng(7)
@@ -82,11 +90,12 @@ class ErrorRateCusum:
         min_effect: float = 0.02,
         scales: int = 3,
         warmup: int = 300,
+        baseline_rows: int = 2_000,
     ):
-        if n_services < 0 or scales < 1 or warmup < 1:
+        if n_services < 0 or scales < 1 or warmup < 1 or baseline_rows < warmup:
             raise ValueError(
-                f"need n_services >= 0, scales >= 1, warmup >= 1; got {n_services=}, "
-                f"{scales=}, {warmup=}"
+                f"need n_services >= 0, scales >= 1, warmup >= 1, baseline_rows >= warmup; got "
+                f"{n_services=}, {scales=}, {warmup=}, {baseline_rows=}"
             )
         if not 0.0 < min_effect < 0.5:
             raise ValueError(f"min_effect is an error-rate rise in (0, 0.5); got {min_effect!r}")
@@ -95,6 +104,7 @@ class ErrorRateCusum:
         self.min_effect = min_effect
         self.scales = scales
         self.warmup = warmup
+        self.baseline_rows = baseline_rows
         self._reset()
 
     def _reset(self) -> None:
@@ -102,6 +112,7 @@ class ErrorRateCusum:
         self._seen = np.zeros(s, dtype=np.int64)
         self._n = np.zeros(s, dtype=np.int64)
         self._errors = np.zeros(s, dtype=np.float64)
+        self._base_errors = np.zeros(s, dtype=np.float64)  # errors among the first baseline_rows
         self._stat = np.zeros((s, k), dtype=np.float64)
         self._zero_n = np.zeros((s, k), dtype=np.int64)
         self._zero_e = np.zeros((s, k), dtype=np.float64)
@@ -124,12 +135,16 @@ class ErrorRateCusum:
             services: boolean mask or integer indices of the services to reset.
         """
         rows = np.arange(self.n_services) if services is None else np.asarray(services)
+        self._forget(rows)
+        return self
+
+    def _forget(self, rows: np.ndarray) -> None:
         self._n[rows] = 0
         self._errors[rows] = 0.0
+        self._base_errors[rows] = 0.0
         self._stat[rows] = 0.0
         self._zero_n[rows] = 0
         self._zero_e[rows] = 0.0
-        return self
 
     def update(self, errors: np.ndarray) -> Self:
         """Feed a batch of 0/1 errors per service; the outcome is in :attr:`result`.
@@ -163,11 +178,7 @@ class ErrorRateCusum:
             rows, t = rows[hit], t[hit]
             x = x[hit].copy()
             x[np.arange(x.shape[1])[None, :] <= t[:, None]] = np.nan
-            self._n[rows] = 0
-            self._errors[rows] = 0.0
-            self._stat[rows] = 0.0
-            self._zero_n[rows] = 0
-            self._zero_e[rows] = 0.0
+            self._forget(rows)
         quiet = alarm_at < 0
         baseline[quiet] = self._baseline(np.arange(s))[quiet]
         self._result = CusumResult(
@@ -178,7 +189,8 @@ class ErrorRateCusum:
 
     def _baseline(self, rows: np.ndarray) -> np.ndarray:
         a, b = _PRIOR
-        return (self._errors[rows] + a) / (self._n[rows] + a + b)
+        n = np.minimum(self._n[rows], self.baseline_rows)
+        return (self._base_errors[rows] + a) / (n + a + b)
 
     def _scan(self, rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
         """Run ``x`` (rows of the batch) through the services ``rows``; stop each at its alarm.
@@ -192,7 +204,11 @@ class ErrorRateCusum:
         count = self._n[rows, None] + np.cumsum(valid, axis=1)
         errs = self._errors[rows, None] + np.cumsum(xv, axis=1)
         n_prev = count - valid
-        p0 = (errs - xv + a) / (n_prev + a + b)
+        # The baseline learns from the first ``baseline_rows`` events since the reset only.
+        learn = valid & (count <= self.baseline_rows)
+        berrs = self._base_errors[rows, None] + np.cumsum(np.where(learn, xv, 0.0), axis=1)
+        p0 = (berrs - np.where(learn, xv, 0.0) + a) / (
+            np.minimum(n_prev, self.baseline_rows) + a + b)
         p1 = np.minimum(p0[..., None] + self.effects, _P_MAX)
         # log P(x | p1) / P(x | p0): one log per element, of the likelihood of what happened.
         err = (xv > 0)[..., None]
@@ -229,6 +245,7 @@ class ErrorRateCusum:
         self._seen[rows[hit]] = ev["at"][hit] + 1
         self._n[kr] = count[keep, -1]
         self._errors[kr] = errs[keep, -1]
+        self._base_errors[kr] = berrs[keep, -1]
         self._stat[kr] = stat[keep, -1]
         self._zero_n[kr] = zero_n[keep, -1]
         self._zero_e[kr] = zero_e[keep, -1]
@@ -240,10 +257,12 @@ class ErrorRateCusum:
             "params": {
                 "n_services": self.n_services, "threshold": self.threshold,
                 "min_effect": self.min_effect, "scales": self.scales, "warmup": self.warmup,
+                "baseline_rows": self.baseline_rows,
             },
             "state": {
                 "seen": self._seen.tolist(), "n": self._n.tolist(),
-                "errors": self._errors.tolist(), "stat": self._stat.tolist(),
+                "errors": self._errors.tolist(), "base_errors": self._base_errors.tolist(),
+                "stat": self._stat.tolist(),
                 "zero_n": self._zero_n.tolist(), "zero_e": self._zero_e.tolist(),
             },
         }
@@ -257,6 +276,12 @@ class ErrorRateCusum:
         det._seen = np.asarray(st["seen"], dtype=np.int64).reshape(det.n_services)
         det._n = np.asarray(st["n"], dtype=np.int64).reshape(det.n_services)
         det._errors = np.asarray(st["errors"], dtype=np.float64).reshape(det.n_services)
+        # State saved before the baseline was held: its running mean stands in for the baseline.
+        base = st.get("base_errors")
+        det._base_errors = (np.asarray(base, dtype=np.float64).reshape(det.n_services)
+                            if base is not None else
+                            det._errors * np.minimum(det._n, det.baseline_rows)
+                            / np.maximum(det._n, 1))
         det._stat = np.asarray(st["stat"], dtype=np.float64).reshape(det.n_services, k)
         det._zero_n = np.asarray(st["zero_n"], dtype=np.int64).reshape(det.n_services, k)
         det._zero_e = np.asarray(st["zero_e"], dtype=np.float64).reshape(det.n_services, k)

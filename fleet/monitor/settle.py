@@ -8,7 +8,8 @@ incident graph therefore waits until the error has stopped rising and enough row
 ``stopgap_min_rise`` lets a badly hurt service ship a stopgap first: a model trained on the rows
 since the onset as soon as the error is seen to be still rising, then the retrain on the settled
 concept (measured on the stopgap's own rows, since the version the drift hit no longer answers)
-unless the stopgap already serves the settled concept at the pre-drift error.
+unless the stopgap already serves the settled concept at the pre-drift error. A rise that does not
+last (the settled error is back at the pre-drift error) closes the incident with no retrain.
 
 :func:`settled_start` is pure (numpy on a 0/1 error array); :func:`settling` reads the
 champion's labelled rows since an incident's onset and applies it.
@@ -39,8 +40,9 @@ def settled_start(errors: np.ndarray, *, need: int, min_effect: float) -> int | 
     None while the error is still rising: the most recent ``need // 2`` errors are higher than
     the ``need // 2`` before them by more than ``min_effect`` and by ``Z`` standard errors.
     Otherwise the start is the earliest multiple of ``BLOCK`` from which the error rate of the
-    next ``need // 2`` rows is within that margin of the recent level, i.e. where the rise ended
-    (0 for an abrupt change). Fewer than ``need`` rows: None.
+    next ``need // 2`` rows is within that margin of the recent level (either way), i.e. where a
+    rise ended (0 for an abrupt change) or a passing spike of errors ended. Fewer than ``need``
+    rows: None.
 
     >>> rng = np.random.default_rng(0)
     >>> ramp = (rng.random(3000) < np.clip(np.arange(3000) / 3000, 0.1, 0.5)).astype(float)
@@ -50,6 +52,9 @@ def settled_start(errors: np.ndarray, *, need: int, min_effect: float) -> int | 
     True
     >>> settled_start((rng.random(2000) < 0.3).astype(float), need=1000, min_effect=0.02)
     0
+    >>> spike = (rng.random(2000) < np.where(np.arange(2000) < 600, 0.4, 0.1)).astype(float)
+    >>> 500 <= settled_start(spike, need=1000, min_effect=0.02) <= 600  # the spike ends at 600
+    True
     """
     e = np.asarray(errors, dtype=np.float64)
     n, half = len(e), need // 2
@@ -61,8 +66,11 @@ def settled_start(errors: np.ndarray, *, need: int, min_effect: float) -> int | 
         return None
     csum = np.concatenate([[0.0], np.cumsum(e)])
     for start in range(0, n - half + 1, BLOCK):
-        rate = (csum[start + half] - csum[start]) / half
-        if not _higher(level, float(rate), half, min_effect):
+        rate = float((csum[start + half] - csum[start]) / half)
+        # Within the margin either way: rows that erred MORE than the recent level (a transient
+        # that has passed) are no more the settled concept than rows that erred less.
+        if not _higher(level, rate, half, min_effect) and not _higher(rate, level, half,
+                                                                      min_effect):
             return start
     return n - half
 
@@ -144,12 +152,14 @@ def stopgap_due(incident: Incident, st: Settling, policy: Policy) -> bool:
             and st.rows >= policy.min_rows_after_drift // 2)
 
 
-def stopgap_recovered(incident: Incident, st: Settling | None, policy: Policy) -> bool:
-    """Whether a live stopgap already serves the settled concept at the pre-drift error.
+def back_to_baseline(incident: Incident, st: Settling | None, policy: Policy) -> bool:
+    """Whether the serving version's error on the settled rows is back at the pre-drift error.
 
-    Then a second retrain has little to gain and would spend a retrain: the stopgap's error on
-    the settled rows is within the performance detector's ``min_effect`` of the error the
-    champion had before the drift (the incident's ``baseline_error``).
+    Within the performance detector's ``min_effect`` of the error the champion had before the
+    drift (the incident's ``baseline_error``). Before any retrain this means the rise did not
+    last (a transient, or a false alarm): retraining would spend a retrain on a concept the
+    champion already serves. After a stopgap it means the stopgap already serves the settled
+    concept, so a second retrain has little to gain.
     """
     base = incident.evidence.get("baseline_error")
     if st is None or st.error is None or not isinstance(base, int | float):

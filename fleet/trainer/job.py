@@ -1,7 +1,8 @@
 """One training job as pure data in and out, so it can run in a worker process.
 
 The job fits a candidate on the older part of a labelled window and scores it and the champion on
-the SAME most recent rows (the holdout), in time order and without shuffling.
+the SAME most recent rows (the holdout), in time order and without shuffling; with ``refit`` the
+model it returns is then fitted again on the whole window.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ class TrainJob:
     """Share of the most recent labelled rows held out to compare candidate and champion."""
     champion: bytes | None = None
     """The champion's skops artifact (already sha256-checked by the registry), or None."""
+    refit: bool = False
+    """After the holdout comparison, fit the model that ships on ALL the window's rows. The
+    holdout metrics then describe the validation fit (the same recipe on fewer rows); the
+    shipped model has also learnt from the newest rows, which on a drifting stream are worth the
+    most. Shadow or canary analysis judges the shipped model itself before any promotion."""
     threads: int = 1
     """OpenMP/BLAS threads the job may use. Parallelism comes from the pool's workers; letting
     each fit spin up one thread per core makes it up to 100x slower on a busy machine."""
@@ -55,6 +61,7 @@ class TrainOutput:
     champion: float | None
     """Champion's metric on the same holdout; None when there is no champion."""
     train_rows: int
+    """Rows the validation fit learnt from (the holdout metrics describe that fit)."""
     holdout_rows: int
     data_hash: str
     """sha256 of the labelled rows the job used (train and holdout)."""
@@ -62,6 +69,8 @@ class TrainOutput:
     """Holdout rows the candidate gets right and the champion wrong (classification)."""
     losses: int = 0
     """Holdout rows the champion gets right and the candidate wrong (classification)."""
+    fit_rows: int = 0
+    """Rows the returned model was fitted on: ``train_rows``, or all rows when refitted."""
 
 
 def split(n: int, holdout_fraction: float) -> int:
@@ -122,6 +131,9 @@ def _run(job: TrainJob) -> TrainOutput:
         champion = pipeline.score(old, X[cut:], y[cut:], job.task)[metric]
         if job.task == "classification":
             wins, losses = pipeline.paired_counts(model, old, X[cut:], y[cut:])
+    if job.refit:
+        model = pipeline.fit(X, y, task=job.task, params=job.params, seed=job.seed,
+                             what=f"window for {job.service!r}")
     return TrainOutput(
         model=model,
         metric=metric,
@@ -132,6 +144,7 @@ def _run(job: TrainJob) -> TrainOutput:
         data_hash=pipeline.data_hash(X, y),
         wins=wins,
         losses=losses,
+        fit_rows=len(y) if job.refit else cut,
     )
 
 

@@ -124,7 +124,7 @@ class Trainer:
             service=service, task=svc.task, X=X, y=y, feature_names=tuple(svc.schema_.names),
             params=dict(params or {}), seed=seed,
             holdout_fraction=svc.policy.holdout_fraction, champion=champion,
-            threads=self.threads,
+            refit=svc.policy.refit_after_holdout, threads=self.threads,
         )
         outer: Future[TrainResult] = Future()
         inner = self._executor.submit(run, job)
@@ -213,6 +213,7 @@ class Trainer:
             f"holdout_{m}": out.candidate,
             "holdout_rows": float(out.holdout_rows),
             "train_rows": float(out.train_rows),
+            "fit_rows": float(out.fit_rows),
         }
         improvement = None
         if out.champion is not None:
@@ -221,7 +222,7 @@ class Trainer:
             metrics["improvement"] = improvement
         params = {
             "model": pipeline.MODELS[job.task][0], **job.params,
-            "seed": job.seed, "holdout_fraction": job.holdout_fraction,
+            "seed": job.seed, "holdout_fraction": job.holdout_fraction, "refit": job.refit,
         }
         version = self.registry.add_version(
             job.service, out.model, created_by=created_by, training_window=dict(bounds),

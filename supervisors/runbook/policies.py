@@ -146,8 +146,12 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
             f"({q.get('status')}), not training on it"))
     tr = last_result(done, "train_candidate")
     if tr is None:
-        return call("continuous_learning",
-                    task=f"train a candidate for {svc} and evaluate it against the champion")
+        # The round is named in the task: a new round's retrain is a deliberate new write, so
+        # its (content-derived) tool call id must differ from the last round's, or the action
+        # ledger would hand back the earlier candidate.
+        round_ = f" ({inc['stage']} round)" if inc.get("stage") else ""
+        return call("continuous_learning", task=(
+            f"train a candidate for {svc} and evaluate it against the champion{round_}"))
     if tr.get("status") != "success":
         return call("escalate", reason=f"training for {svc} failed: {_short(tr)}")
     ver = tr.get("version")

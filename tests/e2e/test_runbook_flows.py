@@ -63,6 +63,23 @@ def test_worse_candidate_is_not_promoted(world_factory):
     assert "approval.request" not in trail
 
 
+def test_a_rise_that_does_not_last_closes_the_incident_without_a_retrain(world_factory):
+    """A broken labelling job flips labels for 600 rows, then stops. The CUSUM alarms, but once
+    the rows settle the champion errs no more than before: no candidate is trained."""
+    world = world_factory(stream=rotating_hyperplane(8_000, seed=3))  # no concept drift
+    blip = FaultSchedule(faults=(Fault(kind="concept_change", start=DRIFT, stop=DRIFT + 600,
+                                       params={"p": 0.3, "how": "flip"}),))
+    world.run(2_000, 8_000, faults=blip)
+    perf = [i for i in world.system.incidents.recent(20, world.service)
+            if i.kind == "performance_drop"]
+    assert perf, "the label flips raised no performance incident"
+    assert perf[0].status.value == "resolved", perf[0].resolution
+    assert "the rise did not last; no retrain" in perf[0].resolution
+    reg = world.fleet.registry
+    assert reg.service(world.service).champion == 1
+    assert not _exists(reg, world.service, 2)  # no candidate was ever trained
+
+
 def test_bad_canary_is_rolled_back_without_approval(world_factory):
     world = _world(world_factory)
     broken = FaultSchedule(faults=(Fault(kind="errors", start=DRIFT, version="challenger",

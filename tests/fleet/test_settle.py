@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fleet.monitor.settle import Settling, settled_start, stopgap_recovered
+from fleet.monitor.settle import Settling, back_to_baseline, settled_start
 from fleet.schema import Policy
 
 
@@ -42,23 +42,23 @@ def test_a_rise_below_the_minimum_effect_does_not_hold_training_back() -> None:
 
 
 def _incident(**evidence: float) -> SimpleNamespace:
-    """Just the part of an Incident that ``stopgap_recovered`` reads (hand-written fixture)."""
+    """Just the part of an Incident that ``back_to_baseline`` reads (hand-written fixture)."""
     return SimpleNamespace(evidence=evidence)
 
 
 @pytest.mark.parametrize(("error", "recovered"), [(0.21, True), (0.219, True), (0.23, False)])
-def test_a_stopgap_within_the_minimum_effect_of_the_pre_drift_error_needs_no_second_retrain(
+def test_an_error_within_the_minimum_effect_of_the_pre_drift_error_counts_as_back_to_baseline(
         error: float, recovered: bool) -> None:
     st = Settling(rows=1_500, since=1.0, rising=False, error=error)
     policy = Policy(thresholds={"performance_min_effect": 0.02})
-    assert stopgap_recovered(_incident(baseline_error=0.2), st, policy) is recovered
+    assert back_to_baseline(_incident(baseline_error=0.2), st, policy) is recovered
 
 
 def test_recovery_is_never_claimed_without_settled_rows_or_a_baseline() -> None:
     policy = Policy()
     unsettled = Settling(rows=800, since=None, rising=True)
     settled = Settling(rows=1_500, since=1.0, rising=False, error=0.1)
-    assert not stopgap_recovered(_incident(baseline_error=0.2), unsettled, policy)
-    assert not stopgap_recovered(_incident(baseline_error=0.2), None, policy)
-    assert not stopgap_recovered(_incident(), settled, policy)
+    assert not back_to_baseline(_incident(baseline_error=0.2), unsettled, policy)
+    assert not back_to_baseline(_incident(baseline_error=0.2), None, policy)
+    assert not back_to_baseline(_incident(), settled, policy)
 

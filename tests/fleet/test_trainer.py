@@ -82,13 +82,14 @@ def test_candidate_on_drifted_window_beats_stale_champion_with_lineage(
     assert v.created_by == "agent:learning"
     assert v.training_window == {"from": "row-3000", "to": "row-4999", "rows": 2000}
     assert v.data_hash == data_hash(STREAM.X[3000:5000], STREAM.y[3000:5000])
-    assert v.params == {"model": "hgb", "seed": 7, "holdout_fraction": 0.2}
+    assert v.params == {"model": "hgb", "seed": 7, "holdout_fraction": 0.2, "refit": True}
     assert v.metrics == {
         "holdout_accuracy": res.candidate,
         "champion_holdout_accuracy": res.champion,
         "improvement": res.improvement,
         "holdout_rows": 400.0,
         "train_rows": 1600.0,
+        "fit_rows": 2000.0,
     }
 
 
@@ -148,7 +149,8 @@ def test_submit_returns_a_pending_future_and_registers_only_when_done(
 def test_trainer_with_its_own_pool_trains_and_shuts_down(registry: Registry) -> None:
     with Trainer(registry) as own:
         res = own.train_from_dataset("hp", STREAM, 0, 500, params={"model": "logreg", "C": 0.5})
-    assert res.version.params == {"model": "logreg", "C": 0.5, "seed": 0, "holdout_fraction": 0.2}
+    assert res.version.params == {
+        "model": "logreg", "C": 0.5, "seed": 0, "holdout_fraction": 0.2, "refit": True}
     assert res.candidate > 0.8
     with pytest.raises(RuntimeError, match="after shutdown"):
         own.submit("hp", _window(0, 500))
@@ -193,6 +195,27 @@ def test_holdout_is_the_most_recent_rows_not_a_shuffle() -> None:
     assert (out.train_rows, out.holdout_rows) == (400, 100)
     assert out.champion is not None and out.champion > 0.95
     assert out.candidate < 0.75
+
+
+def test_refit_ships_a_model_of_the_whole_window_judged_by_the_validation_fit() -> None:
+    """The holdout verdict is the same with or without refit; only the shipped model differs."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 2))
+    y = np.where(np.arange(500) < 400, X[:, 0] > 0, X[:, 1] > 0).astype(np.int64)
+    champion = fit(X[:400], y[:400], task="classification", params={"model": "logreg"})
+    jobs = {refit: TrainJob(
+        service="s", task="classification", X=X, y=y, feature_names=("a", "b"),
+        params={"model": "logreg"}, seed=0, holdout_fraction=0.2, champion=sio.dumps(champion),
+        refit=refit) for refit in (False, True)}
+    plain, refitted = run(jobs[False]), run(jobs[True])
+    assert (plain.candidate, plain.wins, plain.losses) == (
+        refitted.candidate, refitted.wins, refitted.losses)
+    assert (plain.train_rows, plain.fit_rows) == (400, 400)
+    assert (refitted.train_rows, refitted.fit_rows) == (400, 500)
+    whole = fit(X, y, task="classification", params={"model": "logreg"})
+    probe = rng.normal(size=(200, 2))
+    assert np.array_equal(refitted.model.predict_proba(probe), whole.predict_proba(probe))
+    assert not np.array_equal(plain.model.predict_proba(probe), whole.predict_proba(probe))
 
 
 def test_regression_scores_mae_and_tolerates_nulls() -> None:
