@@ -541,7 +541,10 @@ def test_end_to_end_through_the_gateway(world: World, gateway: Gateway) -> None:
     replayer.run(SVC, stream, TRAIN, TRAIN + 8_000, on_batch=tick)
     incs = opened(world)
     assert {"performance_drop", "latency_regression"} <= set(incs)
-    assert 4_000 <= incs["performance_drop"].onset <= 4_300  # type: ignore[operator]
+    # The CUSUM's baseline is held after 2,000 events (it no longer absorbs a slow rise), and
+    # on this stream that dates the change about 600 events after the true drift (4,593): the
+    # first events after the drift do not yet err above the held baseline by the minimum effect.
+    assert 4_000 <= incs["performance_drop"].onset <= 4_700  # type: ignore[operator]
     assert incs["latency_regression"].first_evidence["latency_ms"][2] > 60
 
 
