@@ -81,7 +81,7 @@ def goals(res: CaseResult) -> list[Goal]:
                     _wrong(fw.wrong) or "0", "0"))
     out.append(Goal(c.name, "intended action happened", fw.handled,
                     "yes" if fw.handled else "missing: " + ", ".join(fw.missing),
-                    ", ".join(f"{r.label}" + (f" x{r.min}" if r.min > 1 else "")
+                    ", ".join(r.label + (f" x{r.min}" if r.min > 1 else "")
                               for r in c.expectations(quick=res.quick)) or "(nothing)"))
     return out
 

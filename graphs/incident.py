@@ -116,10 +116,10 @@ def build_incident_graph(deps: IncidentGraphDeps, supervisor: Any, *, checkpoint
         inc = deps.incidents.get(state["incident_id"])
         if inc.kind != "performance_drop" or inc.onset_at is None:
             return {"check": ""}
-        st = drift_settling(deps.registry, deps.reader, inc)
+        svc = deps.registry.service(inc.service)
+        st = drift_settling(svc, deps.reader, inc)
         stage = state.get("stage", "")
         timed_out = deps.clock.now() - state.get("stage_at", inc.opened_at) > deps.gather_timeout_s
-        svc = deps.registry.service(inc.service)
         if st is None or st.since is not None or timed_out:
             if not timed_out and stage in ("", "settled") and back_to_baseline(
                     inc, st, svc.policy):

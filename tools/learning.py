@@ -97,12 +97,12 @@ def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
         return None, None  # not an incident thread (e.g. chat)
     if inc.kind != "performance_drop":
         return None, None
-    st = drift_settling(deps.registry, deps.ops.reader, inc)
+    svc = deps.registry.service(inc.service)
+    st = drift_settling(svc, deps.ops.reader, inc)
     if st is None:
         return None, None
     if st.since is not None:
         return st.since, None
-    policy = deps.registry.service(inc.service).policy
-    if stopgap_due(inc, st, policy):
-        return inc.onset_at, policy.min_rows_after_drift
+    if stopgap_due(inc, st, svc.policy):
+        return inc.onset_at, svc.policy.min_rows_after_drift
     return inc.onset_at, None

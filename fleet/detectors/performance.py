@@ -205,9 +205,9 @@ class ErrorRateCusum:
         errs = self._errors[rows, None] + np.cumsum(xv, axis=1)
         n_prev = count - valid
         # The baseline learns from the first ``baseline_rows`` events since the reset only.
-        learn = valid & (count <= self.baseline_rows)
-        berrs = self._base_errors[rows, None] + np.cumsum(np.where(learn, xv, 0.0), axis=1)
-        p0 = (berrs - np.where(learn, xv, 0.0) + a) / (
+        learned = np.where(valid & (count <= self.baseline_rows), xv, 0.0)
+        berrs = self._base_errors[rows, None] + np.cumsum(learned, axis=1)
+        p0 = (berrs - learned + a) / (
             np.minimum(n_prev, self.baseline_rows) + a + b)
         p1 = np.minimum(p0[..., None] + self.effects, _P_MAX)
         # log P(x | p1) / P(x | p0): one log per element, of the likelihood of what happened.

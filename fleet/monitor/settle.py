@@ -24,7 +24,7 @@ import numpy as np
 
 from fleet.incidents import Incident
 from fleet.monitor.config import detector_config
-from fleet.registry import Registry
+from fleet.registry import ServiceRecord
 from fleet.schema import Policy
 from fleet.telemetry import TelemetryReader
 
@@ -167,7 +167,7 @@ def back_to_baseline(incident: Incident, st: Settling | None, policy: Policy) ->
     return st.error <= float(base) + detector_config(policy).performance_min_effect
 
 
-def drift_settling(registry: Registry, reader: TelemetryReader,
+def drift_settling(svc: ServiceRecord, reader: TelemetryReader,
                    incident: Incident) -> Settling | None:
     """Where a performance incident's drift stands, or None (no onset to measure from).
 
@@ -179,7 +179,6 @@ def drift_settling(registry: Registry, reader: TelemetryReader,
     """
     if incident.onset_at is None:
         return None
-    svc = registry.service(incident.service)
     policy = svc.policy
     onset_at, version = incident.onset_at, incident.version
     if (svc.champion is not None and svc.champion != incident.version
