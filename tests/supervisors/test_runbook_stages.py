@@ -61,3 +61,18 @@ def test_a_settled_retrain_that_is_not_better_escalates_when_no_stopgap_is_live(
             *_round(2, better=False), _stage("settled", champion=1), *_round(3, better=False)]
     name, args = _next(msgs)
     assert name == "escalate" and "not better than the champion" in args["reason"]
+
+
+def test_each_round_asks_for_its_own_retrain() -> None:
+    """The runbook brain's tool call ids derive from the conversation a specialist sees (its
+    task); with the same task text in both rounds, the action ledger would hand the settled round
+    the stopgap round's candidate instead of training a new one."""
+    with_validation = _round(2, better=False)[:2]  # the window is validated, nothing trained yet
+    head = [HumanMessage(content="INCIDENT " + json.dumps(INC)), _stage("stopgap"),
+            *with_validation]
+    first = _next(head)
+    second = _next([*head, *_round(2, better=False)[2:], _stage("settled", champion=1),
+                    *with_validation])
+    assert first[0] == second[0] == "continuous_learning"
+    assert first[1]["task"] != second[1]["task"]
+    assert "stopgap round" in first[1]["task"] and "settled round" in second[1]["task"]
