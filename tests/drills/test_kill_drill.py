@@ -83,8 +83,7 @@ def test_random_sigkills_of_the_loop_lose_no_approval_repeat_no_write_and_end_ev
     approvals: ApprovalStore = system.approvals
     ids = seed_and_open(fleet, system.incidents, CASES)
     answers = {c.service: c.answer for c in CASES}
-    early = {s: a for s, a in answers.items() if s not in HELD}
-    now_answering = early
+    now_answering = {s: a for s, a in answers.items() if s not in HELD}  # all once kills end
     services = [c.service for c in CASES]
     served: set[tuple[str, int]] = set()
 
