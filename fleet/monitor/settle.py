@@ -27,6 +27,7 @@ from fleet.monitor.config import detector_config
 from fleet.registry import ServiceRecord
 from fleet.schema import Policy
 from fleet.telemetry import TelemetryReader
+from fleet.telemetry.window import LabelledWindow
 
 Z = 2.0
 """Standard errors a difference of error rates needs to count (one-sided, about 2 %)."""
@@ -113,28 +114,30 @@ def settling(
     """
     win = reader.labelled_window(service, most, since_ts=onset_at, scan_limit=most * 4)
     keep = np.ones(len(win.y), dtype=bool) if version is None else win.versions == version
-    y = np.asarray(win.y, dtype=np.float64)[keep]
-    pred = np.asarray(win.predictions, dtype=np.float64)[keep]
+    errors = _errors(win)[keep]
     ts = np.asarray(win.ts, dtype=np.float64)[keep]
-    errors = (pred != y).astype(np.float64)
+    n = len(errors)
     start = settled_start(errors, need=need, min_effect=min_effect)
-    if start is not None and len(y) - start >= need:
-        return Settling(len(y), float(ts[start]), rising=False,
-                        error=float(errors[start:].mean()))
-    if len(y) < need:
+    if start is not None and n - start >= need:
+        return Settling(n, float(ts[start]), rising=False, error=float(errors[start:].mean()))
+    if n < need:
         # A slow drift's onset is estimated late: judge the rise on the version's last ``need``
         # rows, reaching back before the estimate. (An abrupt change seen early looks like a
         # rise too; a stopgap then is a quick first model, refined once the drift settles.)
         errors = _recent_errors(reader, service, version, need)
     rising = len(errors) >= need and settled_start(
         errors[len(errors) - need:], need=need, min_effect=min_effect) is None
-    return Settling(len(y), None, rising=rising)
+    return Settling(n, None, rising=rising)
 
 
 def _recent_errors(reader: TelemetryReader, service: str, version: int | None,
                    need: int) -> np.ndarray:
     """0/1 errors of the last ``need`` labelled rows ``version`` answered (all if None)."""
-    win = reader.labelled_window(service, need, version=version, scan_limit=need * 4)
+    return _errors(reader.labelled_window(service, need, version=version, scan_limit=need * 4))
+
+
+def _errors(win: LabelledWindow) -> np.ndarray:
+    """0/1 per row of ``win``: the served answer differed from the label."""
     return (np.asarray(win.predictions, dtype=np.float64)
             != np.asarray(win.y, dtype=np.float64)).astype(np.float64)
 
