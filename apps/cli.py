@@ -266,13 +266,17 @@ def eval_(
     model: str | None = typer.Option(None, help="litellm model for the agents, e.g. "
                                      "openai/gpt-4o-mini (default: the runbook brain)"),
     quick: bool = typer.Option(False, help="the scenarios' smaller sizes and fewer baselines"),
+    seeds: int = typer.Option(3, min=1, max=20, help="draws (seeds) of each synthetic stream "
+                              "judged by match_oracle / no_retrain; those goals are judged "
+                              "over all of them"),
     strict: bool = typer.Option(False, help="exit 1 when any goal fails (a crashed run always "
                                 "exits 1)"),
 ) -> None:
     """Run the eval scenarios and their baselines in simulated time; write the scorecard."""
     from apps.eval_cmd import failures, run_eval
 
-    suite = run_eval(_settings(), console, scenarios=scenario, out=out, model=model, quick=quick)
+    suite = run_eval(_settings(), console, scenarios=scenario, out=out, model=model, quick=quick,
+                     seeds=seeds)
     crashed, missed = failures(suite)
     if crashed:
         err.print(f"error: flywheel's run failed in {', '.join(crashed)} (see the log above)",

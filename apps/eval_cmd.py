@@ -15,7 +15,7 @@ from evals.scorecard import COLUMNS, all_goals, rows, write
 
 
 def run_eval(settings: Settings, console: Console, *, scenarios: list[str], out: Path,
-             model: str | None, quick: bool) -> Suite:
+             model: str | None, quick: bool, seeds: int = 1) -> Suite:
     """Run the named scenarios (all by default), print the scorecard and write its files.
 
     Uses ``REDIS_URL`` when set (keys under a fresh prefix per scenario, deleted afterwards),
@@ -25,8 +25,9 @@ def run_eval(settings: Settings, console: Console, *, scenarios: list[str], out:
     cases = load_cases(scenarios or None)
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     console.print(f"[bold]flywheel eval[/] — {len(cases)} scenario(s){' (quick)' if quick else ''}"
-                  f"; brain: {model or 'runbook (no LLM)'}; Redis: {url or 'embedded'}")
-    suite = run_suite(cases, redis_url=url, model=model, quick=quick,
+                  f", {seeds} seed(s); brain: {model or 'runbook (no LLM)'}; "
+                  f"Redis: {url or 'embedded'}")
+    suite = run_suite(cases, redis_url=url, model=model, quick=quick, seeds=seeds,
                       progress=lambda line: console.print("  " + line, highlight=False))
     files = write(suite, out)
     narrow = console.width

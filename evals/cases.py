@@ -64,6 +64,10 @@ GoalName = Literal["match_oracle", "no_retrain", "periodic_gain"]
 """
 
 
+SEEDED_GOALS = frozenset({"match_oracle", "no_retrain"})
+"""Goals judged over every seed of a multi-seed run."""
+
+
 class Drifts(BaseModel):
     """Concept drifts at irregular positions (:func:`fleet.datasets.irregular_points`)."""
 
@@ -322,6 +326,35 @@ class Case(BaseModel):
     def baselines_for(self, *, quick: bool = False) -> list[str]:
         """Baseline families to run."""
         return list(self.quick.baselines or self.baselines) if quick else list(self.baselines)
+
+    @property
+    def reseedable(self) -> bool:
+        """Whether ``flywheel eval --seeds N`` replays the case on more seeds of its generator.
+
+        True for a synthetic stream judged by a goal that one draw of the stream can pass by
+        luck (``match_oracle``, ``no_retrain``).
+        """
+        return self.stream.generator != "elec" and bool(set(self.goals) & SEEDED_GOALS)
+
+    def seeds(self, n: int) -> list[int]:
+        """The stream seeds of an ``n``-seed run: the case's own, then the next ``n - 1``.
+
+        >>> load_cases(["sea_gradual"])[0].seeds(3)
+        [12, 13, 14]
+        """
+        first = self.stream.seed
+        return [first + k for k in range(n if self.reseedable else 1)]
+
+    def reseeded(self, seed: int) -> Case:
+        """The same case on another draw of its stream.
+
+        The seed draws the data and, unless ``drifts.seed`` pins them, the drift positions.
+        """
+        return self.model_copy(update={"stream": self.stream.model_copy(update={"seed": seed})})
+
+    def seed_baselines(self) -> list[str]:
+        """Baselines the reseeded runs need: only those the seeded goals are judged against."""
+        return ["oracle"] if "match_oracle" in self.goals else []
 
 
 def load_case(path: str | Path) -> Case:

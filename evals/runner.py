@@ -62,6 +62,14 @@ class CaseResult:
     """Accuracy of the case's upper reference system."""
     error: str = ""
     """Why flywheel's run failed, if it did (the baselines are still scored)."""
+    replicas: list[CaseResult] = field(default_factory=list)
+    """The same case on the next stream seeds (``run_suite(seeds=N)``): flywheel and the
+    baselines the seeded goals need, scored alike."""
+
+    @property
+    def seeds(self) -> list[CaseResult]:
+        """This result and its replicas, the case's own seed first."""
+        return [self, *self.replicas]
 
     def run(self, system: str) -> SystemRun | None:
         """The run of ``system`` (``flywheel``, ``static``, ``every 500``, ``oracle``, ...)."""
@@ -162,13 +170,14 @@ def _delete_prefix(r: redis.Redis, prefix: str) -> None:
 # --- baselines (in a worker process) ------------------------------------------------------------
 
 
-def baseline_runs(case: Case, quick: bool) -> list[SystemRun]:
-    """Every baseline of ``case`` (a picklable entry point for a worker process)."""
+def baseline_runs(case: Case, quick: bool, only: list[str] | None = None) -> list[SystemRun]:
+    """The baselines of ``case``, or ``only`` these (an entry point for a worker process)."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)  # sklearn is loaded by now: the limit reaches its OpenMP
     stream = case.build_stream(quick=quick)
-    return list(run_baselines(case, stream, case.baselines_for(quick=quick)))
+    names = case.baselines_for(quick=quick) if only is None else only
+    return list(run_baselines(case, stream, names))
 
 
 # --- a suite ----------------------------------------------------------------------------------
@@ -182,6 +191,8 @@ class Suite:
     wall_s: float
     model: str | None
     quick: bool
+    seeds: int = 1
+    """Stream seeds per reseedable case."""
 
 
 def run_suite(
@@ -190,6 +201,7 @@ def run_suite(
     redis_url: str | None = None,
     model: str | None = None,
     quick: bool = False,
+    seeds: int = 1,
     progress: Callable[[str], None] = lambda _: None,
 ) -> Suite:
     """Run ``cases``: flywheel here (sequentially), baselines in a worker process meanwhile.
@@ -200,11 +212,19 @@ def run_suite(
             None starts a private redis-server for the run.
         model: a litellm model string for the agents (None: the runbook brain).
         quick: the cases' smaller ``quick`` sizes.
+        seeds: stream seeds per reseedable case (:attr:`Case.reseedable`); each extra seed
+            runs flywheel and the baselines its goals need, and those goals are judged over
+            all of them.
         progress: called with one line per finished system.
     """
     t0 = time.perf_counter()
     brain = BrainConfig(model=model) if model else None
     spawn = multiprocessing.get_context("spawn")
+    # (case index, the case on one seed, baselines to run: None = all of the case's)
+    jobs: list[tuple[int, Case, list[str] | None]] = []
+    for i, case in enumerate(cases):
+        jobs.append((i, case, None))
+        jobs += [(i, case.reseeded(s), case.seed_baselines()) for s in case.seeds(seeds)[1:]]
     with contextlib.ExitStack() as stack:
         url = redis_url or _embedded(stack)
         r = redis.Redis.from_url(url, decode_responses=True)
@@ -212,28 +232,34 @@ def run_suite(
         base_pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=spawn))
         trainer_pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=spawn))
         pending: list[Future[list[SystemRun]]] = [
-            base_pool.submit(baseline_runs, c, quick) for c in cases]
+            base_pool.submit(baseline_runs, c, quick, only) for _, c, only in jobs]
         ours: list[tuple[list[SystemRun], str]] = []
-        for case in cases:
+        for _, case, _only in jobs:
+            name = f"{case.name} (seed {case.stream.seed})"
             stream = case.build_stream(quick=quick)
             try:
                 fw = run_flywheel(case, stream, r, url, executor=trainer_pool, brain=brain)
             except Exception as exc:  # one broken case must not lose the others' scores
                 error = f"{type(exc).__name__}: {exc}"
-                progress(f"{case.name}: flywheel FAILED: {error}")
+                progress(f"{name}: flywheel FAILED: {error}")
                 ours.append(([], error))
                 continue
-            progress(f"{case.name}: flywheel accuracy {fw.accuracy:.4f}, {fw.count('retrain')} "
+            progress(f"{name}: flywheel accuracy {fw.accuracy:.4f}, {fw.count('retrain')} "
                      f"retrains, in {fw.wall_s:.0f} s")
             ours.append(([fw], ""))
-        results = []
-        for case, fut, (runs, error) in zip(cases, pending, ours, strict=True):
+        results: list[CaseResult] = []
+        for (i, case, _only), fut, (runs, error) in zip(jobs, pending, ours, strict=True):
             base = fut.result()
-            progress(f"{case.name}: {len(base)} baselines in "
-                     f"{sum(b.wall_s for b in base):.0f} s")
-            results.append(finish(case, case.build_stream(quick=quick), runs + base,
-                                  quick=quick, error=error))
-    return Suite(results, time.perf_counter() - t0, model, quick)
+            if base:
+                progress(f"{case.name} (seed {case.stream.seed}): {len(base)} baselines in "
+                         f"{sum(b.wall_s for b in base):.0f} s")
+            res = finish(case, case.build_stream(quick=quick), runs + base, quick=quick,
+                         error=error)
+            if i < len(results):
+                results[i].replicas.append(res)
+            else:
+                results.append(res)
+    return Suite(results, time.perf_counter() - t0, model, quick, seeds)
 
 
 def _embedded(stack: contextlib.ExitStack) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from evals.runner import FLYWHEEL, CaseResult, Suite
+from evals.scorers import Score
 
 ORACLE_ACCURACY = 0.99
 ORACLE_RETRAINS = 1.2
@@ -46,25 +48,42 @@ class Goal:
 
 
 def goals(res: CaseResult) -> list[Goal]:
-    """Every goal of one case, checked on flywheel's scores."""
+    """Every goal of one case, checked on flywheel's scores.
+
+    In a multi-seed run the seeded goals, the forbidden actions and the intended actions are
+    judged over every seed.
+    """
     c = res.case
-    fw = res.score_of(FLYWHEEL)
-    if fw is None:
-        return [Goal(c.name, "flywheel ran", False, res.error or "no run", "a run")]
+    crashed = [r for r in res.seeds if r.score_of(FLYWHEEL) is None]
+    if crashed:
+        return [Goal(c.name, "flywheel ran", False,
+                     "; ".join(f"seed {r.case.stream.seed}: {r.error or 'no run'}"
+                               for r in crashed), "a run on every seed")]
+    fws = [_score(r, FLYWHEEL) for r in res.seeds]
+    fw = fws[0]
+    on = _seeds(res)
     out: list[Goal] = []
     for g in c.goals:
         if g == "match_oracle":
-            o = res.score_of("oracle")
-            assert o is not None  # the schema ties the goal to the baseline
-            ratio = fw.accuracy / o.accuracy
-            cap = ORACLE_RETRAINS * o.retrains
+            os_ = [_score(r, "oracle") for r in res.seeds]
+            # pooled over seeds: every draw of a case has the same length, so this is the
+            # mean accuracy ratio weighted alike, and the retrain cap is on the total
+            acc, o_acc = _mean(s.accuracy for s in fws), _mean(s.accuracy for s in os_)
+            ratio = acc / o_acc
+            spread = "" if len(fws) == 1 else " (seeds " + ", ".join(
+                f"{a.accuracy / b.accuracy:.4f}" for a, b in zip(fws, os_, strict=True)) + ")"
+            retrains, o_retrains = sum(s.retrains for s in fws), sum(s.retrains for s in os_)
+            cap = ORACLE_RETRAINS * o_retrains
             out.append(Goal(
                 c.name, "accuracy >= 0.99 x oracle", ratio >= ORACLE_ACCURACY,
-                f"{fw.accuracy:.4f} / {o.accuracy:.4f} = {ratio:.4f}", f">= {ORACLE_ACCURACY}"))
-            out.append(Goal(c.name, "retrains <= 1.2 x oracle", fw.retrains <= cap,
-                            f"{fw.retrains} vs oracle {o.retrains}", f"<= {cap:g}"))
+                f"{on}{acc:.4f} / {o_acc:.4f} = {ratio:.4f}{spread}", f">= {ORACLE_ACCURACY}"))
+            per = "" if len(fws) == 1 else " (seeds " + ", ".join(
+                f"{a.retrains}/{b.retrains}" for a, b in zip(fws, os_, strict=True)) + ")"
+            out.append(Goal(c.name, "retrains <= 1.2 x oracle", retrains <= cap,
+                            f"{on}{retrains} vs oracle {o_retrains}{per}", f"<= {cap:g}"))
         elif g == "no_retrain":
-            out.append(Goal(c.name, "no retrain", fw.retrains == 0, str(fw.retrains), "0"))
+            n = sum(s.retrains for s in fws)
+            out.append(Goal(c.name, "no retrain", n == 0, f"{on}{n}", "0"))
         elif g == "periodic_gain":
             s, p = res.score_of("static"), res.score_of("every 500")
             assert s is not None and p is not None
@@ -77,13 +96,33 @@ def goals(res: CaseResult) -> list[Goal]:
                 f"{s.accuracy:.4f}) = {share:.3f}", f">= {GAIN_SHARE}"))
             out.append(Goal(c.name, "retrains <= 1/4 of every-500's", fw.retrains <= cap,
                             f"{fw.retrains} vs {p.retrains}", f"<= {cap:g}"))
-    out.append(Goal(c.name, "no forbidden action", fw.wrong_actions == 0,
-                    _wrong(fw.wrong) or "0", "0"))
-    out.append(Goal(c.name, "intended action happened", fw.handled,
-                    "yes" if fw.handled else "missing: " + ", ".join(fw.missing),
+    wrong: dict[str, int] = {}
+    for s in fws:
+        for k, n in s.wrong.items():
+            wrong[k] = wrong.get(k, 0) + n
+    out.append(Goal(c.name, "no forbidden action", not wrong, on + (_wrong(wrong) or "0"), "0"))
+    missing = [f"{m}" + (f" (seed {r.case.stream.seed})" if len(fws) > 1 else "")
+               for r, s in zip(res.seeds, fws, strict=True) for m in s.missing]
+    out.append(Goal(c.name, "intended action happened", not missing,
+                    on + ("yes" if not missing else "missing: " + ", ".join(missing)),
                     ", ".join(r.label + (f" x{r.min}" if r.min > 1 else "")
                               for r in c.expectations(quick=res.quick)) or "(nothing)"))
     return out
+
+
+def _score(res: CaseResult, system: str) -> Score:
+    s = res.score_of(system)
+    assert s is not None  # flywheel checked above; the schema ties goals to their baselines
+    return s
+
+
+def _mean(xs: Iterable[float]) -> float:
+    return float(np.mean(list(xs)))
+
+
+def _seeds(res: CaseResult) -> str:
+    """``"3 seeds: "`` before a value judged over several seeds, else nothing."""
+    return f"{len(res.seeds)} seeds: " if res.replicas else ""
 
 
 def _wrong(wrong: dict[str, int]) -> str:
@@ -129,7 +168,8 @@ def markdown(suite: Suite, plots: dict[str, str] | None = None) -> str:
     lines = [
         "# flywheel eval scorecard",
         "",
-        f"{len(suite.results)} scenarios{' (quick sizes)' if suite.quick else ''}; brain: "
+        f"{len(suite.results)} scenarios{' (quick sizes)' if suite.quick else ''}; "
+        f"{_seed_note(suite)}brain: "
         f"{suite.model or 'runbook (no LLM)'}; wall time {suite.wall_s:.0f} s. "
         f"Goals: {passed}/{len(gs)} pass.",
         "",
@@ -171,9 +211,40 @@ def markdown(suite: Suite, plots: dict[str, str] | None = None) -> str:
             incs = [f"{i.kind} at {i.row:,} ({i.status})" for i in fw.incidents]
             lines += ["", f"flywheel incidents: {'; '.join(incs) or 'none'}.",
                       "", f"flywheel actions: {'; '.join(trail) or 'none'}."]
+        if res.replicas:
+            lines += ["", f"Other draws of the stream (the seeded goals are judged over all "
+                      f"{len(res.seeds)}):", "", *_md_table(SEED_COLUMNS, seed_rows(res))]
         if plots and c.name in plots:
             lines += ["", f"![{c.name}]({plots[c.name]})"]
     return "\n".join(lines) + "\n"
+
+
+SEED_COLUMNS = ("seed", "onsets", "flywheel accuracy", "oracle accuracy", "ratio",
+                "flywheel retrains", "oracle retrains", "wrong actions", "handled")
+
+
+def seed_rows(res: CaseResult) -> list[list[str]]:
+    """One row per seed of a case (strings, in :data:`SEED_COLUMNS` order)."""
+    out = []
+    for r in res.seeds:
+        fw, o = r.score_of(FLYWHEEL), r.score_of("oracle")
+        if fw is None:
+            out.append([str(r.case.stream.seed), "", f"failed: {r.error}", *[""] * 6])
+            continue
+        out.append([
+            str(r.case.stream.seed), ", ".join(f"{x:,}" for x in r.onsets) or "–",
+            f"{fw.accuracy:.4f}", "–" if o is None else f"{o.accuracy:.4f}",
+            "–" if o is None else f"{fw.accuracy / o.accuracy:.4f}", str(fw.retrains),
+            "–" if o is None else str(o.retrains), str(fw.wrong_actions),
+            "yes" if fw.handled else "missing: " + ", ".join(fw.missing)])
+    return out
+
+
+def _seed_note(suite: Suite) -> str:
+    if suite.seeds <= 1:
+        return ""
+    return (f"{suite.seeds} draws (seeds) of each synthetic stream with a seeded goal, judged "
+            "over all of them (accuracy pooled, retrains summed); ")
 
 
 def _ack(seconds: float | None) -> str:
@@ -186,6 +257,7 @@ def to_json(suite: Suite) -> dict[str, Any]:
     """The scorecard as JSON-ready data."""
     return {
         "wall_s": suite.wall_s, "model": suite.model, "quick": suite.quick,
+        "seeds": suite.seeds,
         "goals": [g.__dict__ | {"verdict": g.verdict} for g in all_goals(suite)],
         "cases": [{
             "name": r.case.name, "title": r.case.title, "tier": r.case.tier,
@@ -194,6 +266,8 @@ def to_json(suite: Suite) -> dict[str, Any]:
             "policy": r.case.policy, "human": r.case.human, "error": r.error,
             "scores": [s.to_json() for s in r.scores],
             "flywheel": _trail(r),
+            "seeds": [{"seed": x.case.stream.seed, "onsets": x.onsets, "error": x.error,
+                       "scores": [s.to_json() for s in x.scores]} for x in r.seeds],
         } for r in suite.results],
     }
 

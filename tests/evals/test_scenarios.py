@@ -170,6 +170,53 @@ def trainer_pool() -> Iterator[ProcessPoolExecutor]:
     pool.shutdown(cancel_futures=True)
 
 
+def test_seeded_goals_are_judged_over_every_seed_of_the_run() -> None:
+    """A case that passes on its own seed fails when another draw of its stream misses."""
+    from evals.runner import CaseResult, Suite
+    from evals.scorecard import goals, markdown
+
+    case = load_cases(["sea_abrupt"])[0]
+    assert case.reseedable and case.seeds(3) == [11, 12, 13]
+    assert case.reseeded(12).stream.points(22_000) != case.stream.points(22_000)
+    assert not load_cases(["elec"])[0].reseedable and load_cases(["elec"])[0].seeds(3) == [0]
+    assert case.seed_baselines() == ["oracle"]
+
+    def run(system: str, right: int, retrains: int, start: int = 2_000) -> SystemRun:
+        correct = np.arange(1_000) < right  # hand-written: `right` of 1,000 rows answered well
+        events = [Event(start + 100 * k, "retrain", k + 2) for k in range(retrains)]
+        return SystemRun(system, start, correct, np.ones(1_000, dtype=np.int64), events,
+                         kind="flywheel" if system == "flywheel" else "baseline")
+
+    def result(seed: int, fw_right: int, fw_retrains: int) -> CaseResult:
+        c = case.reseeded(seed)
+        stream = c.build_stream(quick=True)
+        return finish(c, stream, [run("flywheel", fw_right, fw_retrains),
+                                  run("oracle", 900, 4)], quick=True)
+
+    def verdicts(res: CaseResult) -> dict[str, tuple[bool, str]]:
+        return {g.goal: (g.passed, g.value) for g in goals(res)}
+
+    one = result(11, 895, 4)
+    alone = verdicts(one)
+    assert alone["accuracy >= 0.99 x oracle"] == (True, "0.8950 / 0.9000 = 0.9944")
+    assert alone["retrains <= 1.2 x oracle"] == (True, "4 vs oracle 4")
+
+    # seed 12 loses accuracy, seed 13 retrains twice as often: pooled, both goals fail
+    one.replicas = [result(12, 860, 4), result(13, 900, 8)]
+    pooled = verdicts(one)
+    assert pooled["accuracy >= 0.99 x oracle"] == (
+        False, "3 seeds: 0.8850 / 0.9000 = 0.9833 (seeds 0.9944, 0.9556, 1.0000)")
+    assert pooled["retrains <= 1.2 x oracle"] == (
+        False, "3 seeds: 16 vs oracle 12 (seeds 4/4, 4/4, 8/4)")
+    md = markdown(Suite([one], 1.0, None, True, 3))
+    assert "| 13 | " in md and "| 0.9000 | 0.9000 | 1.0000 | 8 | 4 |" in md
+
+    one.replicas[1].runs.pop(0)  # flywheel crashed on seed 13
+    one.replicas[1].scores.pop(0)
+    one.replicas[1].error = "RuntimeError: boom"
+    assert verdicts(one) == {"flywheel ran": (False, "seed 13: RuntimeError: boom")}
+
+
 @pytest.mark.slow
 @pytest.mark.eval
 @pytest.mark.parametrize("name", SMOKE)
@@ -200,15 +247,19 @@ def test_flywheel_eval_writes_the_scorecard_with_goals(tmp_path: Path, redis_url
 
     out = io.StringIO()
     suite = run_eval(Settings(REDIS_URL=redis_url), Console(file=out, width=200),
-                     scenarios=["stationary_control"], out=tmp_path, model=None, quick=True)
+                     scenarios=["stationary_control"], out=tmp_path, model=None, quick=True,
+                     seeds=2)
     card = json.loads((tmp_path / "scorecard.json").read_text())
     verdicts = {g["goal"]: g["verdict"] for g in card["goals"]}
     assert verdicts == {"no retrain": "PASS", "no forbidden action": "PASS",
                         "intended action happened": "PASS"}
     systems = [s["system"] for s in card["cases"][0]["scores"]]
     assert systems == ["flywheel", "static", "ADWIN", "HDDM_A"]
+    # the second draw of the stream runs flywheel only (no_retrain needs no baseline)
+    assert [(x["seed"], [s["system"] for s in x["scores"]]) for x in card["cases"][0]["seeds"]
+            ] == [(41, systems), (42, ["flywheel"])]
     assert (tmp_path / "stationary_control.png").stat().st_size > 10_000
-    assert "| stationary_control | no retrain | 0 | 0 | **PASS** |" in (
+    assert "| stationary_control | no retrain | 2 seeds: 0 | 0 | **PASS** |" in (
         tmp_path / "scorecard.md").read_text()
     assert "flywheel" in out.getvalue() and suite.results[0].error == ""
     assert failures(suite) == ([], [])
