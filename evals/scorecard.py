@@ -9,6 +9,10 @@ Goals (issue 6), checked on flywheel's numbers:
   rows gets over the static model, with at most a quarter of its retrains;
 - ``no_forbidden`` (every case): every forbidden-action count is 0;
 - ``handled`` (every case): every expected action happened (the fault got its intended action).
+
+With ``--seeds N`` a reseedable case (:attr:`evals.cases.Case.reseedable`) also runs on the next
+``N - 1`` draws of its stream; ``match_oracle`` and ``no_retrain`` are then judged on the pooled
+accuracy and the summed retrains, and ``no_forbidden`` and ``handled`` on every draw.
 """
 
 from __future__ import annotations
@@ -212,8 +216,9 @@ def markdown(suite: Suite, plots: dict[str, str] | None = None) -> str:
             lines += ["", f"flywheel incidents: {'; '.join(incs) or 'none'}.",
                       "", f"flywheel actions: {'; '.join(trail) or 'none'}."]
         if res.replicas:
-            lines += ["", f"Other draws of the stream (the seeded goals are judged over all "
-                      f"{len(res.seeds)}):", "", *_md_table(SEED_COLUMNS, seed_rows(res))]
+            lines += ["", f"Every draw of the stream, this one first (the seeded goals are "
+                      f"judged over all {len(res.seeds)}):", "",
+                      *_md_table(SEED_COLUMNS, seed_rows(res))]
         if plots and c.name in plots:
             lines += ["", f"![{c.name}]({plots[c.name]})"]
     return "\n".join(lines) + "\n"
