@@ -90,6 +90,28 @@ def incidents(
 
 
 @app.command()
+def ack(
+    incident_id: str = typer.Argument(..., help="an escalated incident's id"),
+    user: str = typer.Option("oncall", help="who acknowledges (must be an approver)"),
+    reason: str = typer.Option("", help="why (default: keep the current model)"),
+) -> None:
+    """Acknowledge an escalated incident: close it and keep the current model.
+
+    For a performance incident the monitor then accepts the champion's current error level, so
+    the same drift is not raised again; the next change is measured from here.
+    """
+    from apps.runtime import open_fleet
+    from fleet.incidents import IncidentStore
+    from fleet.incidents.acknowledge import ACK_REASON, acknowledge
+
+    with open_fleet(_settings()) as fleet:
+        store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
+        inc = acknowledge(store, fleet.registry, incident_id, user=user,
+                          reason=reason or ACK_REASON)
+        console.print(f"{inc.id} acknowledged by {user}: {inc.status.value}")
+
+
+@app.command()
 def status() -> None:
     """Fleet summary: services, champions, modes, open incidents, last monitor tick, approvals."""
     from apps.runtime import open_fleet

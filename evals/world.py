@@ -23,6 +23,7 @@ from fleet.clock import ManualClock
 from fleet.datasets import DriftStream
 from fleet.gateway import Gateway
 from fleet.gateway.target import DirectTarget
+from fleet.incidents.acknowledge import acknowledge
 from fleet.incidents.lifecycle import Status
 from fleet.replay.fault_store import RedisFaultSink
 from fleet.replay.faults import FaultSchedule
@@ -122,9 +123,8 @@ class World:
                 continue
             since = self._escalated.setdefault(inc.id, now)
             if now - since >= self.ack_escalations_after_s:
-                self.system.incidents.transition(
-                    inc.id, Status.RESOLVED, actor=f"human:{self.human_name}",
-                    reason="acknowledged: keep the current model; the agents may act again")
+                acknowledge(self.system.incidents, self.fleet.registry, inc.id,
+                            user=self.human_name)
 
     def _answer(self) -> bool:
         answered = False

@@ -74,6 +74,8 @@ class ServiceAgg:
         self.canary: CanaryArms | None = None
         self.cusum: dict[str, Any] | None = None
         self.latch: dict[str, float] | None = None
+        self.accepted_at = 0.0
+        """The registry's ``accepted_at`` last acted on."""
         self.anchors: list[list[float]] = []
         self.labels_seen = self.unjoined = 0
         self.label_lag = 0.0
@@ -110,14 +112,19 @@ class ServiceAgg:
 
     # --- pointers ------------------------------------------------------------------------
     def sync(self, champion: int | None, challenger: int | None, *, canary: bool,
-             since: float) -> None:
+             since: float, accepted_at: float = 0.0) -> None:
         """Follow the registry's pointers before new events are ingested.
 
+        A performance level a person accepted (``accepted_at`` moved on) gets a fresh CUSUM and
+        alarm latch: the baseline is re-learnt from the champion's errors from here on.
         A new champion gets a fresh drift reference, CUSUM and alarm latch. Its ops baseline is
         the window the old champion served, unless that window had regressed (``regressed``),
         in which case the older healthy baseline stays: a rollback is never held to the bad
         version it replaces.
         """
+        if accepted_at > self.accepted_at:
+            self.accepted_at = accepted_at
+            self.cusum, self.latch, self.anchors = None, None, []
         regressed = bool({"latency_regression", "error_rate_regression"} & set(self.fired))
         if champion != self.champion and champion is not None:
             old = self.ops.get(self.champion) if self.champion is not None else None
@@ -350,6 +357,7 @@ class ServiceAgg:
             "ops_ref": self.ops_ref.to_dict() if self.ops_ref else None,
             "canary": asdict(self.canary) if self.canary else None,
             "cusum": self.cusum, "latch": self.latch, "anchors": self.anchors,
+            "accepted_at": self.accepted_at,
             "labels_seen": self.labels_seen, "unjoined": self.unjoined,
             "label_lag": self.label_lag,
             "err_tol": self.err_tol, "abs_ref": self.abs_ref, "fired": self.fired,
@@ -373,6 +381,7 @@ class ServiceAgg:
                   "anchors", "labels_seen", "unjoined", "label_lag", "err_tol", "abs_ref", "fired",
                   "verdict", "ticked_at"):
             setattr(agg, k, d[k])
+        agg.accepted_at = float(d.get("accepted_at", 0.0))  # states saved before it existed
         agg.inputs.load(d["inputs"])
         agg.ops = {int(v): agg._ring("ops").load(b) for v, b in d["ops"].items()}
         agg.acc = {int(v): agg._ring("acc").load(b) for v, b in d["acc"].items()}

@@ -214,7 +214,7 @@ class Monitor:
     def _update(self, rec: ServiceRecord, agg: ServiceAgg, cfg: DetectorConfig,
                 preds: list, labels: list, rejected: int) -> detect.Case:
         agg.sync(rec.champion, rec.challenger, canary=rec.mode is Mode.CANARY,
-                 since=rec.challenger_since)
+                 since=rec.challenger_since, accepted_at=rec.accepted_at)
         f = agg.n_features
         if agg.needs_refill:
             since_ref = self.store.between(rec.name, agg.ref_from, agg.tel,

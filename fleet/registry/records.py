@@ -58,6 +58,10 @@ class ServiceRecord(BaseModel):
     """When the current challenger started shadow/canary (analysis looks only after this)."""
     champion_since: float = 0.0
     """When the current champion took all traffic (promotion or rollback); 0 if unknown."""
+    accepted_at: float = 0.0
+    """When a person last accepted the champion's current performance (acknowledged an
+    escalated performance incident: keep this model); the monitor re-baselines its performance
+    alarm from here. 0 if never."""
     mode: Mode = Mode.FULL
     generation: int = 0
     """Bumped on every pointer change; the gateway reloads when it moves."""
@@ -78,6 +82,7 @@ class ServiceRecord(BaseModel):
             "split": repr(self.split),
             "challenger_since": repr(self.challenger_since),
             "champion_since": repr(self.champion_since),
+            "accepted_at": repr(self.accepted_at),
             "mode": self.mode.value,
             "generation": str(self.generation),
             "created_at": repr(self.created_at),
@@ -98,6 +103,7 @@ class ServiceRecord(BaseModel):
             split=float(h.get("split") or 0.0),
             challenger_since=float(h.get("challenger_since") or 0.0),
             champion_since=float(h.get("champion_since") or 0.0),
+            accepted_at=float(h.get("accepted_at") or 0.0),
             mode=Mode(h.get("mode") or "full"),
             generation=int(h.get("generation") or 0),
             created_at=float(h.get("created_at") or 0.0),

@@ -108,6 +108,16 @@ class Registry:
             lambda s: ({"policy": policy.model_dump_json()}, {}),
         )
 
+    def accept_performance(self, name: str, *, actor: str, reason: str) -> ServiceRecord:
+        """Record that a person accepts the champion's current performance (from now on).
+
+        The monitor then measures the performance alarm against the error the champion has from
+        here, not the one it had before: an acknowledged drift is not re-raised every time its
+        incident closes, and the next change is dated on its own.
+        """
+        return self._change(name, actor, "registry.accept_performance", reason,
+                            lambda s: ({"accepted_at": repr(self.clock.now())}, {}))
+
     # --- versions -----------------------------------------------------------------
     def add_version(
         self,

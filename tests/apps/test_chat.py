@@ -26,6 +26,7 @@ from evals.world import World, make_world
 from fleet.actions import ActionContext, ActionSpec
 from fleet.approvals import ApprovalRequest
 from fleet.datasets.synthetic import stationary
+from fleet.errors import InvalidInput, PolicyViolation
 from fleet.incidents import Signal
 from fleet.keys import Keys
 from fleet.schema import Policy
@@ -258,3 +259,28 @@ def test_cli_chat_message_prints_the_status(world: World, keys: Keys, redis_url:
         "FLYWHEEL_HOME": str(tmp_path), "FLYWHEEL_MODEL": None})
     assert res.exit_code == 0, res.output
     assert res.output == "svc: champion v1, mode full, 0 open incident(s)\npending approvals: 0\n"
+
+
+def test_cli_ack_closes_an_escalated_incident_for_an_approver_only(
+        world: World, keys: Keys, redis_url: str, tmp_path: Path) -> None:
+    """``flywheel ack ID``: a non-approver gets one line and changes nothing; alice closes it."""
+    incidents = world.system.incidents
+    inc = incidents.observe(Signal(service=world.service, kind="performance_drop",
+                                   severity="critical", detector="error_rate_cusum",
+                                   at=world.clock.now(), evidence={"rise": 0.1}))
+    assert inc is not None
+    env = {"REDIS_URL": redis_url, "FLYWHEEL_PREFIX": keys.prefix,
+           "FLYWHEEL_HOME": str(tmp_path), "FLYWHEEL_MODEL": None}
+    # (the console entry point, apps.cli.main, prints these domain errors as one line)
+    res = CliRunner().invoke(app, ["ack", inc.id, "--user", "alice"], env=env)
+    assert isinstance(res.exception, InvalidInput)
+    assert "is open, not escalated" in str(res.exception)
+    incidents.transition(inc.id, "escalated", actor="agent:supervisor", reason="not better")
+    res = CliRunner().invoke(app, ["ack", inc.id, "--user", "mallory"], env=env)
+    assert isinstance(res.exception, PolicyViolation)
+    assert "'mallory' may not acknowledge" in str(res.exception)
+    assert incidents.get(inc.id).status.value == "escalated"
+    res = CliRunner().invoke(app, ["ack", inc.id, "--user", "alice"], env=env)
+    assert res.exit_code == 0, res.output
+    assert res.output == f"{inc.id} acknowledged by alice: resolved\n"
+    assert world.fleet.registry.service(world.service).accepted_at > 0  # the CLI's own clock

@@ -22,11 +22,12 @@ from rich.console import Console
 
 from fleet.clock import ManualClock
 from fleet.datasets import DriftStream, sea, stationary
-from fleet.errors import UnknownService
+from fleet.errors import InvalidInput, PolicyViolation, UnknownService
 from fleet.gateway import Gateway
 from fleet.gateway.routing import route
 from fleet.gateway.target import DirectTarget
 from fleet.incidents import IncidentStore
+from fleet.incidents.acknowledge import acknowledge
 from fleet.monitor import Monitor, MonitorConfig, MonitorStateStore, TickReport
 from fleet.monitor import detect as detect_mod
 from fleet.monitor.service import MonitorService
@@ -285,6 +286,57 @@ def test_performance_drop_is_dated_and_stays_open_while_the_error_stays_high(wor
     assert inc.first_evidence["baseline_error"] < 0.15 < inc.first_evidence["current_error"]
     assert inc.signal_count >= 4 and inc.recovered_at is None
     assert all("performance_drop" in kinds([rep]) for rep in reports[-3:])
+
+
+@pytest.mark.parametrize("acknowledged", [True, False], ids=["acknowledged", "plain-close"])
+def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afresh(
+        world: World, acknowledged: bool) -> None:
+    """A person keeps the model through a drift: the monitor accepts the new error level.
+
+    Closed without the acknowledgement, the latch raises the same drift again (same onset) once
+    the cooldown ends; acknowledged, nothing until the next drift, which gets its own onset.
+    """
+    second = AT + 8_000
+    stream = sea(second + 5_000, drifts=(AT,), seed=5)
+    # hand-made second change: from ``second`` on, 15 % more labels are flipped (a further
+    # rise of ~10 points over the accepted level; SEA's next threshold would lower the error)
+    y = stream.y.copy()
+    flip = np.random.default_rng(1).random(len(y)) < 0.15
+    flip[:second] = False
+    y[flip] = 1 - y[flip]
+    stream = replace(stream, y=y)
+    world.traffic.send(stream, TRAIN, AT + 3_000, monitor=world.monitor)
+    first = opened(world)["performance_drop"]
+    world.incidents.transition(first.id, "escalated", actor="agent:supervisor",
+                               reason="candidate not better")
+    if acknowledged:
+        acknowledge(world.incidents, world.registry, first.id, user="oncall")
+        assert world.registry.service(SVC).accepted_at == world.clock.now()
+    else:
+        world.incidents.transition(first.id, "resolved", actor="human:alice", reason="closed")
+    between = world.traffic.send(stream, AT + 3_000, second, monitor=world.monitor)
+    again = opened(world).get("performance_drop")
+    if not acknowledged:
+        assert again is not None and again.id != first.id and again.onset == first.onset
+        return
+    assert again is None and "performance_drop" not in kinds(between)
+    world.traffic.send(stream, second, second + 5_000, monitor=world.monitor)
+    nxt = opened(world)["performance_drop"]
+    at = second - TRAIN  # onsets are event indices of the monitored stream
+    assert nxt.id != first.id and at - 250 <= nxt.onset <= at + 1_000  # type: ignore[operator]
+
+
+def test_only_an_escalated_incident_can_be_acknowledged(world: World) -> None:
+    world.traffic.send(sea(AT + 3_000, drifts=(AT,), seed=5), TRAIN, AT + 3_000,
+                       monitor=world.monitor)
+    inc = opened(world)["performance_drop"]
+    with pytest.raises(InvalidInput, match=r"is open, not escalated"):
+        acknowledge(world.incidents, world.registry, inc.id, user="oncall")
+    world.incidents.transition(inc.id, "escalated", actor="agent:supervisor", reason="r")
+    with pytest.raises(PolicyViolation, match=r"'mallory' may not acknowledge .* approvers: "):
+        acknowledge(world.incidents, world.registry, inc.id, user="mallory")
+    assert world.registry.service(SVC).accepted_at == 0.0  # nothing accepted
+    assert world.incidents.get(inc.id).status.value == "escalated"
 
 
 def test_thresholds_come_from_the_policy(world: World) -> None:
