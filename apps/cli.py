@@ -94,11 +94,13 @@ def ack(
     incident_id: str = typer.Argument(..., help="an escalated incident's id"),
     user: str = typer.Option("oncall", help="who acknowledges (must be an approver)"),
     reason: str = typer.Option("", help="why (default: keep the current model)"),
+    accept: bool = typer.Option(False, help="also accept the champion's current error level: "
+                                "the monitor re-baselines and does not raise this drift again"),
 ) -> None:
     """Acknowledge an escalated incident: close it and keep the current model.
 
-    For a performance incident the monitor then accepts the champion's current error level, so
-    the same drift is not raised again; the next change is measured from here.
+    The agents may act again if the problem persists; with --accept the monitor takes the
+    champion's current error as its new baseline for a performance incident.
     """
     from apps.runtime import open_fleet
     from fleet.incidents import IncidentStore
@@ -107,7 +109,7 @@ def ack(
     with open_fleet(_settings()) as fleet:
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         inc = acknowledge(store, fleet.registry, incident_id, user=user,
-                          reason=reason or ACK_REASON)
+                          reason=reason or ACK_REASON, accept=accept)
         console.print(f"{inc.id} acknowledged by {user}: {inc.status.value}")
 
 

@@ -1,8 +1,10 @@
 """A person's acknowledgement of an escalated incident: close it and keep the current model.
 
-For a performance incident the acknowledgement also tells the monitor that the champion's
-current error is accepted, so the same drift is not raised again the moment the incident
-closes, and the next change is measured (and dated) from here.
+By default the agents may act again (a performance alarm that still holds opens a new incident
+once the cooldown ends). With ``accept`` the person also accepts the champion's current error:
+the monitor re-baselines its performance alarm, so the same drift is not raised again and the
+next change is measured (and dated) from here; a later change that leaves the error below the
+accepted level then goes unflagged, which is why it is a choice and not the default.
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ ACK_REASON = "acknowledged: keep the current model; the agents may act again"
 
 
 def acknowledge(incidents: IncidentStore, registry: Registry, incident_id: str, *, user: str,
-                reason: str = ACK_REASON) -> Incident:
+                reason: str = ACK_REASON, accept: bool = False) -> Incident:
     """Resolve the escalated incident ``incident_id`` on behalf of ``user``.
 
-    The acceptance is recorded before the close: a crash in between leaves the incident
-    escalated (its fingerprint still held), never a closed drift the monitor raises again.
+    With ``accept`` (performance incidents) the acceptance is recorded before the close: a
+    crash in between leaves the incident escalated (its fingerprint still held), never a closed
+    drift the monitor raises again.
 
     Raises:
         UnknownIncident: no incident has that id.
@@ -38,7 +41,7 @@ def acknowledge(incidents: IncidentStore, registry: Registry, incident_id: str, 
         raise PolicyViolation(f"{user!r} may not acknowledge incidents of {inc.service!r}; "
                               f"approvers: {', '.join(approvers)}")
     actor = f"human:{user}"
-    if inc.kind == "performance_drop":
+    if accept and inc.kind == "performance_drop":
         registry.accept_performance(inc.service, actor=actor,
                                     reason=f"{incident_id} acknowledged: {reason}")
     return incidents.transition(incident_id, Status.RESOLVED, actor=actor, reason=reason)

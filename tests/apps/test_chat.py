@@ -280,7 +280,7 @@ def test_cli_ack_closes_an_escalated_incident_for_an_approver_only(
     assert isinstance(res.exception, PolicyViolation)
     assert "'mallory' may not acknowledge" in str(res.exception)
     assert incidents.get(inc.id).status.value == "escalated"
-    res = CliRunner().invoke(app, ["ack", inc.id, "--user", "alice"], env=env)
+    res = CliRunner().invoke(app, ["ack", inc.id, "--user", "alice", "--accept"], env=env)
     assert res.exit_code == 0, res.output
     assert res.output == f"{inc.id} acknowledged by alice: resolved\n"
     assert world.fleet.registry.service(world.service).accepted_at > 0  # the CLI's own clock

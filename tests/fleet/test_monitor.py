@@ -288,13 +288,13 @@ def test_performance_drop_is_dated_and_stays_open_while_the_error_stays_high(wor
     assert all("performance_drop" in kinds([rep]) for rep in reports[-3:])
 
 
-@pytest.mark.parametrize("acknowledged", [True, False], ids=["acknowledged", "plain-close"])
+@pytest.mark.parametrize("acknowledged", [True, False], ids=["accepted", "acknowledged"])
 def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afresh(
         world: World, acknowledged: bool) -> None:
-    """A person keeps the model through a drift: the monitor accepts the new error level.
+    """A person keeps the model through a drift and accepts its error: the monitor re-baselines.
 
-    Closed without the acknowledgement, the latch raises the same drift again (same onset) once
-    the cooldown ends; acknowledged, nothing until the next drift, which gets its own onset.
+    Acknowledged without accepting, the latch raises the same drift again (same onset) once the
+    cooldown ends; accepted, nothing until the next change, which gets its own onset.
     """
     second = AT + 8_000
     stream = sea(second + 5_000, drifts=(AT,), seed=5)
@@ -310,10 +310,11 @@ def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afr
     world.incidents.transition(first.id, "escalated", actor="agent:supervisor",
                                reason="candidate not better")
     if acknowledged:
-        acknowledge(world.incidents, world.registry, first.id, user="oncall")
+        acknowledge(world.incidents, world.registry, first.id, user="oncall", accept=True)
         assert world.registry.service(SVC).accepted_at == world.clock.now()
-    else:
-        world.incidents.transition(first.id, "resolved", actor="human:alice", reason="closed")
+    else:  # the default acknowledgement: the agents may act again
+        acknowledge(world.incidents, world.registry, first.id, user="oncall")
+        assert world.registry.service(SVC).accepted_at == 0.0
     between = world.traffic.send(stream, AT + 3_000, second, monitor=world.monitor)
     again = opened(world).get("performance_drop")
     if not acknowledged:
@@ -334,7 +335,7 @@ def test_only_an_escalated_incident_can_be_acknowledged(world: World) -> None:
         acknowledge(world.incidents, world.registry, inc.id, user="oncall")
     world.incidents.transition(inc.id, "escalated", actor="agent:supervisor", reason="r")
     with pytest.raises(PolicyViolation, match=r"'mallory' may not acknowledge .* approvers: "):
-        acknowledge(world.incidents, world.registry, inc.id, user="mallory")
+        acknowledge(world.incidents, world.registry, inc.id, user="mallory", accept=True)
     assert world.registry.service(SVC).accepted_at == 0.0  # nothing accepted
     assert world.incidents.get(inc.id).status.value == "escalated"
 
