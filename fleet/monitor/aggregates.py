@@ -115,12 +115,12 @@ class ServiceAgg:
              since: float, accepted_at: float = 0.0) -> None:
         """Follow the registry's pointers before new events are ingested.
 
-        A performance level a person accepted (``accepted_at`` moved on) gets a fresh CUSUM and
-        alarm latch: the baseline is re-learnt from the champion's errors from here on.
         A new champion gets a fresh drift reference, CUSUM and alarm latch. Its ops baseline is
         the window the old champion served, unless that window had regressed (``regressed``),
         in which case the older healthy baseline stays: a rollback is never held to the bad
-        version it replaces.
+        version it replaces. An error level a person accepted (``accepted_at`` moved on) gets a
+        fresh CUSUM and alarm latch too: the baseline is re-learnt from the champion's errors
+        from here on.
         """
         if accepted_at > self.accepted_at:
             self.accepted_at = accepted_at

@@ -59,8 +59,8 @@ class ServiceRecord(BaseModel):
     champion_since: float = 0.0
     """When the current champion took all traffic (promotion or rollback); 0 if unknown."""
     accepted_at: float = 0.0
-    """When a person last accepted the champion's current performance (acknowledged an
-    escalated performance incident: keep this model); the monitor re-baselines its performance
+    """When a person last accepted the champion's current error level (``flywheel ack
+    --accept`` on an escalated performance incident); the monitor re-baselines its performance
     alarm from here. 0 if never."""
     mode: Mode = Mode.FULL
     generation: int = 0
