@@ -112,6 +112,16 @@ def setup(case: Case, stream: DriftStream) -> Setup:
     )
 
 
+def first_model(s: Setup) -> object:
+    """The first model, exactly as flywheel's v1 is fitted.
+
+    On rows ``[0, start)``, or on all but their most recent ``holdout_fraction`` when the policy
+    does not refit after the holdout.
+    """
+    cut = s.start if s.refit else split(s.start, s.holdout_fraction)
+    return pipeline.fit(s.X[:cut], s.y[:cut], task="classification", seed=s.seed)
+
+
 @dataclass
 class _Sim:
     """One baseline walking the stream: the serving model, its version and the record."""
@@ -127,8 +137,7 @@ class _Sim:
 
     def __post_init__(self) -> None:
         s = self.s
-        cut = s.start if s.refit else split(s.start, s.holdout_fraction)
-        self.model = pipeline.fit(s.X[:cut], s.y[:cut], task="classification", seed=s.seed)
+        self.model = first_model(s)
         self.t = s.start
         self.correct = np.zeros(s.stop - s.start, dtype=bool)
         self.served = np.zeros(s.stop - s.start, dtype=np.int64)

@@ -15,7 +15,6 @@ import numpy as np
 from evals import baselines
 from evals.cases import load_cases
 from fleet.trainer import pipeline
-from fleet.trainer.job import split
 
 
 def correct_matrix(s: baselines.Setup, step: int) -> tuple[list[int], np.ndarray]:
@@ -27,9 +26,8 @@ def correct_matrix(s: baselines.Setup, step: int) -> tuple[list[int], np.ndarray
     X, y = s.X, np.asarray(s.y).astype(np.int64)
     points = list(range(s.start, s.stop, step))
     C = np.zeros((len(points) + 1, s.stop - s.start), dtype=bool)
-    v1 = s.start if s.refit else split(s.start, s.holdout_fraction)
-    first = pipeline.fit(X[:v1], y[:v1], task="classification", seed=s.seed)
-    C[0] = np.asarray(first.predict(X[s.start:s.stop])) == y[s.start:s.stop]
+    first = baselines.first_model(s)
+    C[0] = np.asarray(first.predict(X[s.start:s.stop])) == y[s.start:s.stop]  # type: ignore[attr-defined]
     for i, t in enumerate(points):
         m = pipeline.fit(X[max(0, t - s.train_window):t], y[max(0, t - s.train_window):t],
                          task="classification", seed=s.seed)

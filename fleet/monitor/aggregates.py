@@ -124,7 +124,7 @@ class ServiceAgg:
         """
         if accepted_at > self.accepted_at:
             self.accepted_at = accepted_at
-            self.cusum, self.latch, self.anchors = None, None, []
+            self._restart_performance()
         regressed = bool({"latency_regression", "error_rate_regression"} & set(self.fired))
         if champion != self.champion and champion is not None:
             old = self.ops.get(self.champion) if self.champion is not None else None
@@ -133,7 +133,7 @@ class ServiceAgg:
                                            int(old.window("err")), old.window("lat"))
             self.champion = champion
             self.reset_reference()
-            self.cusum, self.latch, self.anchors = None, None, []
+            self._restart_performance()
             self.err_tol, self.abs_ref = None, []
         self.challenger = challenger
         for rings in (self.ops, self.acc):
@@ -144,6 +144,10 @@ class ServiceAgg:
         elif self.canary is None or (self.canary.challenger, self.canary.since,
                                      self.canary.champion) != (challenger, since, champion):
             self.canary = CanaryArms.start(champion, challenger, since)
+
+    def _restart_performance(self) -> None:
+        """Forget the performance CUSUM, its latched alarm and its dating anchors."""
+        self.cusum, self.latch, self.anchors = None, None, []
 
     def reset_reference(self, n_bins: int | None = None) -> None:
         """Collect a new drift reference from the next champion events (bins may change)."""
