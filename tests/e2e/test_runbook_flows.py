@@ -179,9 +179,9 @@ def test_a_drift_still_under_way_gets_a_stopgap_then_a_retrain_on_the_settled_co
         and e.actor != "eval" and inc.opened_at <= e.ts <= (inc.closed_at or 1e18)]
     assert [e.details["version"] for e in promoted] == [2, 3], promoted
     stopgap, settled = trained[0], trained[1]
-    # The stopgap learnt from at most min_rows_after_drift rows, half of them at least ...
+    # The stopgap learnt from the min_rows_after_drift most recent rows ...
     need = Policy().min_rows_after_drift
-    assert need // 2 <= stopgap.training_window["rows"] <= need, stopgap.training_window
+    assert stopgap.training_window["rows"] == need, stopgap.training_window
     # ... the second model from rows the stopgap answered once the drift had settled.
     assert settled.parent == 2
     assert "v3" in inc.resolution
@@ -197,12 +197,31 @@ def test_without_stopgap_the_incident_waits_and_retrains_once(world_factory):
     assert trained[0].training_window["rows"] != Policy().min_rows_after_drift
 
 
+def test_an_abrupt_drift_gets_no_stopgap_and_one_retrain_on_the_rows_after_the_change(
+        world_factory):
+    """Stopgaps on (the default): an abrupt change has settled by the time the stopgap's
+    ``min_rows_after_drift`` rows are in, so the one round trains on the new concept only."""
+    stream = rotating_hyperplane(12_000, drifts=[DRIFT], width=1, seed=3)
+    world = world_factory(stream=stream, policy=Policy(
+        rollout="shadow", stopgap_min_rise=0.05, cooldown_s=60,
+        thresholds={"performance_min_effect": 0.05}))
+    world.run(2_000, 12_000)
+    inc = [i for i in world.system.incidents.recent(20, world.service)
+           if i.kind == "performance_drop"][-1]
+    assert inc.status.value == "resolved", inc.resolution
+    assert inc.resolution.startswith("promoted v2 "), inc.resolution
+    reg = world.fleet.registry
+    assert reg.service(world.service).champion == 2
+    assert not _exists(reg, world.service, 3)  # no stopgap, so no second round
+    assert reg.version(world.service, 2).training_window["rows"] >= Policy().min_rows_after_drift
+
+
 def test_a_stopgap_that_already_serves_the_new_concept_well_is_kept_without_a_second_retrain(
         world_factory):
-    """An abrupt drift caught early: the stopgap (trained on the rows since the onset) is live
-    and, once the drift has settled, errs no more than the champion did before the drift, so
-    the incident ends without the settled retrain."""
-    stream = rotating_hyperplane(12_000, drifts=[DRIFT], width=1, seed=3)
+    """A drift of 1,500 rows, still rising when the stopgap's 1,000 rows are in: the stopgap
+    (trained on those rows) is live and, once the drift has settled, errs no more than the
+    champion did before the drift, so the incident ends without the settled retrain."""
+    stream = rotating_hyperplane(12_000, drifts=[DRIFT], width=1_500, seed=3)
     world = world_factory(stream=stream, policy=Policy(
         rollout="shadow", stopgap_min_rise=0.05, cooldown_s=60,
         thresholds={"performance_min_effect": 0.05}))

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from fleet.monitor.settle import Settling, back_to_baseline, settled_start
+from fleet.monitor.settle import Settling, back_to_baseline, settled_start, stopgap_due
 from fleet.schema import Policy
 
 
@@ -62,3 +62,13 @@ def test_recovery_is_never_claimed_without_settled_rows_or_a_baseline() -> None:
     assert not back_to_baseline(_incident(baseline_error=0.2), None, policy)
     assert not back_to_baseline(_incident(), settled, policy)
 
+
+
+@pytest.mark.parametrize(("rows", "due"), [(999, False), (1_000, True)])
+def test_a_stopgap_waits_for_all_the_rows_it_trains_on(rows: int, due: bool) -> None:
+    """Half the rows used to be enough; an abrupt change caught early then got a stopgap."""
+    policy = Policy(min_rows_after_drift=1_000, stopgap_min_rise=0.05)
+    st = Settling(rows=rows, since=None, rising=True)
+    inc = SimpleNamespace(evidence={"statistic": 0.08})  # hand-written: the part read
+    assert stopgap_due(inc, st, policy) is due
+    assert stopgap_due(SimpleNamespace(evidence={"statistic": 0.04}), st, policy) is False
