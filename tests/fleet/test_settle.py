@@ -63,7 +63,6 @@ def test_recovery_is_never_claimed_without_settled_rows_or_a_baseline() -> None:
     assert not back_to_baseline(_incident(), settled, policy)
 
 
-
 @pytest.mark.parametrize(("rows", "due"), [(999, False), (1_000, True)])
 def test_a_stopgap_waits_for_all_the_rows_it_trains_on(rows: int, due: bool) -> None:
     """Half the rows used to be enough; an abrupt change caught early then got a stopgap."""
