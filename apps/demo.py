@@ -44,6 +44,8 @@ ROWS_PER_S = 1.0
 a small part of a concept's life, as in production (and as in the eval scenarios)."""
 BLOCK = 1_000
 """Rows per accuracy line in the terminal."""
+ACK_AFTER_S = 1_800.0
+"""Simulated seconds after which the on-call person acknowledges an escalated incident."""
 SHOWN = ("incident.open", "incident.transition", "registry.add_version", "registry.start_canary",
          "registry.start_shadow", "registry.promote", "registry.rollback",
          "registry.clear_challenger", "approval.request", "approval.approve", "approval.reject",
@@ -76,6 +78,10 @@ def run_demo(settings: Settings, console: Console, *, rows: int, out: Path, seed
                            stream=stream, service=SERVICE, train_rows=TRAIN_ROWS, seed=seed,
                            policy=Policy(approvers=("oncall",)), brain=brain_config(settings),
                            human=lambda req: (True, "approved with --yes"))
+        # The on-call person also acknowledges an escalation half an hour after it (keep the
+        # model, hand the service back to the agents), as in the eval; without it one early
+        # escalation would hold the service's performance alarm for the rest of the stream.
+        world.ack_escalations_after_s = ACK_AFTER_S
         last = r.xrevrange(world.fleet.keys.audit, count=1)
         tally.audit_cursor = last[0][0] if last else "0-0"  # show only what happens from now
         console.print(f"[bold]flywheel demo[/] — Redis at {url}; v1 trained on rows "
