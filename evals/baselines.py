@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from river import drift
+from sklearn.pipeline import Pipeline
 
 from evals.cases import Case
 from evals.detection_delay import DIRECTION_WINDOW
@@ -112,7 +113,7 @@ def setup(case: Case, stream: DriftStream) -> Setup:
     )
 
 
-def first_model(s: Setup) -> object:
+def first_model(s: Setup) -> Pipeline:
     """The first model, exactly as flywheel's v1 is fitted.
 
     On rows ``[0, start)``, or on all but their most recent ``holdout_fraction`` when the policy

@@ -27,7 +27,7 @@ def correct_matrix(s: baselines.Setup, step: int) -> tuple[list[int], np.ndarray
     points = list(range(s.start, s.stop, step))
     C = np.zeros((len(points) + 1, s.stop - s.start), dtype=bool)
     first = baselines.first_model(s)
-    C[0] = np.asarray(first.predict(X[s.start:s.stop])) == y[s.start:s.stop]  # type: ignore[attr-defined]
+    C[0] = np.asarray(first.predict(X[s.start:s.stop])) == y[s.start:s.stop]
     for i, t in enumerate(points):
         m = pipeline.fit(X[max(0, t - s.train_window):t], y[max(0, t - s.train_window):t],
                          task="classification", seed=s.seed)

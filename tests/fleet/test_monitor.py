@@ -288,9 +288,9 @@ def test_performance_drop_is_dated_and_stays_open_while_the_error_stays_high(wor
     assert all("performance_drop" in kinds([rep]) for rep in reports[-3:])
 
 
-@pytest.mark.parametrize("acknowledged", [True, False], ids=["accepted", "acknowledged"])
-def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afresh(
-        world: World, acknowledged: bool) -> None:
+@pytest.mark.parametrize("accept", [True, False], ids=["accepted", "acknowledged"])
+def test_an_accepted_drift_is_not_raised_again_and_the_next_one_is_dated_afresh(
+        world: World, accept: bool) -> None:
     """A person keeps the model through a drift and accepts its error: the monitor re-baselines.
 
     Acknowledged without accepting, the latch raises the same drift again (same onset) once the
@@ -309,7 +309,7 @@ def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afr
     first = opened(world)["performance_drop"]
     world.incidents.transition(first.id, "escalated", actor="agent:supervisor",
                                reason="candidate not better")
-    if acknowledged:
+    if accept:
         acknowledge(world.incidents, world.registry, first.id, user="oncall", accept=True)
         assert world.registry.service(SVC).accepted_at == world.clock.now()
     else:  # the default acknowledgement: the agents may act again
@@ -317,7 +317,7 @@ def test_an_acknowledged_drift_is_not_raised_again_and_the_next_one_is_dated_afr
         assert world.registry.service(SVC).accepted_at == 0.0
     between = world.traffic.send(stream, AT + 3_000, second, monitor=world.monitor)
     again = opened(world).get("performance_drop")
-    if not acknowledged:
+    if not accept:
         assert again is not None and again.id != first.id and again.onset == first.onset
         return
     assert again is None and "performance_drop" not in kinds(between)
