@@ -2,7 +2,8 @@
 
 Every baseline sees exactly the rows flywheel's replay sends (the case's data and concept faults
 applied the same way, with the same seed), serves them in time order with the SAME model family
-(``fleet.trainer.pipeline.fit``, the trainer's default) and trains on at most the SAME window
+(``fleet.trainer.pipeline.fit`` with the case's ``model``, as flywheel's v1 and its retrains)
+and trains on at most the SAME window
 (the policy's ``train_window`` most recent labelled rows). Labels arrive with no delay, as in the
 replay. Each retrain is deployed to all traffic at once: no holdout, no canary, no approval.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from river import drift
@@ -79,10 +81,18 @@ class Setup:
     refit: bool
     """The policy's ``refit_after_holdout``: flywheel's v1 was fitted on all its rows."""
     seed: int
+    params: dict[str, Any]
+    """The case's model family and estimator parameters (``Case.model``)."""
     drifts: tuple[tuple[int, int], ...]
     """``(onset, width)`` of every true drift."""
     errors: Callable[[np.ndarray, int], np.ndarray]
     """``errors(rows, version)``: which of these requests a serving fault fails."""
+
+
+    def fit(self, lo: int, hi: int) -> Pipeline:
+        """Fit the case's model on rows ``[lo, hi)``."""
+        return pipeline.fit(self.X[lo:hi], self.y[lo:hi], task="classification",
+                            params=self.params, seed=self.seed)
 
 
 def setup(case: Case, stream: DriftStream) -> Setup:
@@ -108,7 +118,7 @@ def setup(case: Case, stream: DriftStream) -> Setup:
     return Setup(
         X=X, y=y, start=case.train_rows, stop=len(stream), train_window=p.train_window,
         min_rows_after_drift=p.min_rows_after_drift, holdout_fraction=p.holdout_fraction,
-        refit=p.refit_after_holdout, seed=case.seed, errors=errors,
+        refit=p.refit_after_holdout, seed=case.seed, params=dict(case.model), errors=errors,
         drifts=tuple(zip(stream.drift_points, stream.drift_widths, strict=True)),
     )
 
@@ -120,7 +130,7 @@ def first_model(s: Setup) -> Pipeline:
     does not refit after the holdout.
     """
     cut = s.start if s.refit else split(s.start, s.holdout_fraction)
-    return pipeline.fit(s.X[:cut], s.y[:cut], task="classification", seed=s.seed)
+    return s.fit(0, cut)
 
 
 @dataclass
@@ -159,7 +169,7 @@ class _Sim:
         s, at = self.s, self.t
         lo = max(0, at - s.train_window, since)
         try:
-            self.model = pipeline.fit(s.X[lo:at], s.y[lo:at], task="classification", seed=s.seed)
+            self.model = s.fit(lo, at)
         except InvalidInput:
             return False  # too few rows or one class: keep serving the current model
         self.version += 1

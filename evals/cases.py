@@ -39,6 +39,7 @@ from fleet.errors import InvalidInput
 from fleet.incidents.records import Kind
 from fleet.replay.faults import Fault, FaultSchedule
 from fleet.schema import Policy
+from fleet.trainer.pipeline import build_pipeline
 
 SCENARIOS = Path(__file__).parent / "scenarios"
 """Where the shipped scenario folders live."""
@@ -245,6 +246,10 @@ class Case(BaseModel):
     """Fault schedule (``fleet.replay.faults``); rows are absolute stream indices."""
     policy: dict[str, Any] = Field(default_factory=dict)
     """Overrides of :class:`fleet.schema.Policy` for the service (validated on load)."""
+    model: dict[str, Any] = Field(default_factory=dict)
+    """The service's model family and estimator parameters (``fleet.trainer.pipeline``;
+    default: the task's default family). flywheel's v1 is fitted with them, its retrains keep
+    them (the champion's recipe), and every baseline fits the same."""
     human: Literal["approve", "reject", "never"] = "approve"
     """How the simulated on-call person answers every approval request."""
     ack_escalations_after_s: float | None = Field(1_800.0, gt=0)
@@ -266,6 +271,10 @@ class Case(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> Case:
         Policy(**self.policy)  # raises a ValidationError naming the bad field
+        try:
+            build_pipeline("classification", self.model)
+        except InvalidInput as exc:
+            raise ValueError(f"model: {exc}") from None
         if self.reference == "oracle" and "oracle" not in self.baselines:
             raise ValueError("reference 'oracle' needs 'oracle' in baselines")
         if self.reference == "periodic_500" and "periodic" not in self.baselines:

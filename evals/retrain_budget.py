@@ -14,7 +14,6 @@ import numpy as np
 
 from evals import baselines
 from evals.cases import load_cases
-from fleet.trainer import pipeline
 
 
 def correct_matrix(s: baselines.Setup, step: int) -> tuple[list[int], np.ndarray]:
@@ -29,8 +28,7 @@ def correct_matrix(s: baselines.Setup, step: int) -> tuple[list[int], np.ndarray
     first = baselines.first_model(s)
     C[0] = np.asarray(first.predict(X[s.start:s.stop])) == y[s.start:s.stop]
     for i, t in enumerate(points):
-        m = pipeline.fit(X[max(0, t - s.train_window):t], y[max(0, t - s.train_window):t],
-                         task="classification", seed=s.seed)
+        m = s.fit(max(0, t - s.train_window), t)
         C[i + 1, t - s.start:] = np.asarray(m.predict(X[t:s.stop])) == y[t:s.stop]
     return points, C
 

@@ -122,7 +122,7 @@ def run_flywheel(
         world = make_world(r, url, prefix=prefix, artifacts=artifacts / "artifacts",
                            stream=stream, train_rows=case.train_rows,
                            policy=case.service_policy, human=HUMANS[case.human], brain=brain,
-                           executor=executor, seed=case.seed)
+                           executor=executor, seed=case.seed, model=case.model)
         stack.callback(world.close)
         world.tick_every = case.tick_every
         world.ack_escalations_after_s = case.ack_escalations_after_s

@@ -161,8 +161,13 @@ def make_world(
     options: GraphOptions | None = None,
     executor: Executor | None = None,
     seed: int = 0,
+    model: dict[str, Any] | None = None,
 ) -> World:
-    """Register ``service`` trained on the first ``train_rows`` of ``stream`` and wire it all."""
+    """Register ``service`` trained on the first ``train_rows`` of ``stream`` and wire it all.
+
+    ``model`` is v1's family and estimator parameters (default: the task's default family);
+    retrains keep the champion's.
+    """
     single_threaded_models()
     clock = ManualClock(1_700_000_000.0)
     fleet = build_fleet(r, url, prefix=prefix, artifacts=artifacts, clock=clock)
@@ -172,8 +177,8 @@ def make_world(
     schema = FeatureSchema.numeric(list(stream.feature_names))
     fleet.registry.register_service(service, task="classification", schema=schema,
                                     policy=policy or Policy(), actor="eval")
-    res = system.trainer.train_from_dataset(service, stream, 0, train_rows, seed=seed,
-                                            created_by="eval")
+    res = system.trainer.train_from_dataset(service, stream, 0, train_rows, params=model,
+                                            seed=seed, created_by="eval")
     fleet.registry.promote(service, res.version.number, actor="eval", reason="initial model")
     gateway = Gateway(fleet.registry, TelemetryBuffer(fleet.writer, background=False),
                       clock=clock, refresh_interval=0.0, sleep_on_latency_fault=False,

@@ -100,7 +100,9 @@ class Trainer:
             service: a registered service.
             window: labelled rows in time order; its most recent ``policy.holdout_fraction``
                 is held out to compare candidate and champion.
-            params: model family and estimator parameters (see ``pipeline.build_pipeline``).
+            params: model family and estimator parameters (see ``pipeline.build_pipeline``);
+                None: the champion's recipe (its family and estimator parameters), so a retrain
+                changes the data and nothing else; the task's default family without one.
             seed: makes the model reproducible; recorded in the version's params.
             created_by: actor recorded on the version and in the audit trail.
 
@@ -109,6 +111,8 @@ class Trainer:
             InvalidInput: columns do not match the schema, too few labelled rows, a single class.
         """
         svc = self.registry.service(service)
+        if params is None and svc.champion is not None:
+            params = recipe(self.registry.version(service, svc.champion).params)
         _check_columns(svc, window)
         # Reject a hopeless window here, in the caller, rather than through the future later.
         X, y = pipeline.labelled(window.X, window.y)
@@ -243,6 +247,19 @@ class Trainer:
                 and (job.task != "classification"
                      or pipeline.significant_gain(out.wins, out.losses))),
         )
+
+
+RUN_KEYS = ("seed", "holdout_fraction", "refit")
+"""Keys of a version's ``params`` that describe the training run, not the model."""
+
+
+def recipe(params: dict[str, Any]) -> dict[str, Any]:
+    """The model family and estimator parameters in a version's recorded ``params``.
+
+    >>> recipe({"model": "logreg", "C": 0.5, "seed": 3, "holdout_fraction": 0.2, "refit": True})
+    {'model': 'logreg', 'C': 0.5}
+    """
+    return {k: v for k, v in params.items() if k not in RUN_KEYS}
 
 
 def _check_columns(svc: ServiceRecord, window: LabelledWindow) -> None:

@@ -156,6 +156,24 @@ def test_trainer_with_its_own_pool_trains_and_shuts_down(registry: Registry) -> 
         own.submit("hp", _window(0, 500))
 
 
+def test_a_retrain_without_params_keeps_the_champions_recipe(
+    trainer: Trainer, registry: Registry
+) -> None:
+    """Retraining changes the data, not the model: the champion's family and estimator
+    parameters carry over; the run's own seed and holdout settings do not."""
+    first = trainer.train_from_dataset("hp", STREAM, 0, 2000, params={"model": "logreg",
+                                                                       "C": 0.5}, seed=1)
+    registry.promote("hp", first.version.number, actor="test", reason="initial model")
+    again = trainer.train("hp", _window(3000, 5000), seed=7)
+    assert again.version.params == {
+        "model": "logreg", "C": 0.5, "seed": 7, "holdout_fraction": 0.2, "refit": True}
+    model = registry.load_model("hp", again.version.number)
+    assert type(model.steps[-1][1]).__name__ == "LogisticRegression"
+    assert model.steps[-1][1].C == 0.5
+    chosen = trainer.train("hp", _window(3000, 5000), params={"model": "hgb"}, seed=7)
+    assert chosen.version.params["model"] == "hgb" and "C" not in chosen.version.params
+
+
 def test_too_few_rows_fail_in_the_caller_with_the_counts(trainer: Trainer) -> None:
     y = STREAM.y[:100].astype(np.float64)
     y[:40] = np.nan  # unlabelled rows do not count
