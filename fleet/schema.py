@@ -153,6 +153,17 @@ class Policy(BaseModel):
     gets a stopgap: a model trained on the most recent rows, shipped at once, then a retrain on
     the settled concept in the same incident. Smaller rises wait for the drift to settle (a
     stopgap trained on a mixture of concepts is not worth its risk then). None: never."""
+    train_on: Literal["drift_rows", "window"] = "drift_rows"
+    """What a retrain inside a performance incident trains on. ``drift_rows``: only rows of
+    the new concept (since the drift's onset, or since it settled), so a changed rule is not
+    averaged with the old one. ``window``: the whole ``train_window``, for a service whose
+    regimes come and go (a market's daily and weekly cycles), where older rows still teach."""
+    candidate_gate: Literal["significant", "not_worse"] = "significant"
+    """What a candidate retrained inside a performance incident needs on the holdout to go to
+    its shadow or canary. ``significant``: beat the champion by ``min_improvement`` and beyond
+    chance. ``not_worse``: at least match it; the champion is known to have degraded, and on a
+    tie the model that learnt from the newest rows is the better bet. The live analysis still
+    has to pass before any promotion, and outside an incident the gate is ``significant``."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of the most recent labelled window held out to compare candidate and champion."""
     refit_after_holdout: bool = True

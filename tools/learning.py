@@ -8,6 +8,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 
 from fleet.errors import NotFound
+from fleet.incidents import Incident
 from fleet.monitor.settle import drift_settling, stopgap_due
 from fleet.registry import VersionStatus
 from tools.deps import ToolDeps, action_context
@@ -29,9 +30,11 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         """Train a candidate on the recent validated window and compare it with the champion.
 
         The candidate is registered (status candidate) with its lineage; the comparison uses the
-        most recent labelled holdout. "better" says whether it beats the champion by the margin.
-        Inside a performance incident only rows of the new concept are used (while the drift
-        is still under way: the most recent rows, for a stopgap).
+        most recent labelled holdout. "better" says whether it clears the service's gate: beats
+        the champion by the margin and beyond chance, or (a ``not_worse`` service, inside a
+        performance incident) at least matches it. Inside a performance incident only rows of
+        the new concept are used (while the drift is still under way: the most recent rows,
+        for a stopgap), unless the service trains on its whole window.
 
         Args:
             service: service name.
@@ -40,11 +43,19 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         """
         ctx = action_context(config, role="continuous_learning",
                              reason="retrain on the recent validated window", step=tool_call_id)
-        since_ts, most = _drift_rows(deps, ctx.incident)
+        inc = _performance_incident(deps, ctx.incident)
+        policy = deps.registry.service(service).policy
+        since_ts, most = (None, None)
+        if inc is not None and policy.train_on == "drift_rows":
+            since_ts, most = _drift_rows(deps, inc)
         if most is not None:
             rows = most if rows is None else min(rows, most)
         res = deps.ops.retrain(service, ctx, rows=rows, seed=seed, since_ts=since_ts)
-        return ok(**res.stored(), replayed=res.replayed)
+        out = res.stored()
+        if inc is not None and policy.candidate_gate == "not_worse":
+            out.update(better=res.improvement is None or res.improvement >= 0.0,
+                       gate="not_worse")
+        return ok(**out, replayed=res.replayed)
 
     @tool(parse_docstring=True)
     @guarded
@@ -83,20 +94,22 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
     return [train_candidate, evaluate_candidate, reject_candidate]
 
 
-def _drift_rows(deps: ToolDeps, thread: str) -> tuple[float | None, int | None]:
+def _performance_incident(deps: ToolDeps, thread: str) -> Incident | None:
+    """The performance incident this thread works on; None for any other thread (e.g. chat)."""
+    try:
+        inc = deps.incidents.get(thread)
+    except NotFound:
+        return None
+    return inc if inc.kind == "performance_drop" else None
+
+
+def _drift_rows(deps: ToolDeps, inc: Incident) -> tuple[float | None, int | None]:
     """``(since, most rows)`` a performance incident trains on: the new concept, not the mix.
 
     Settled drift: the rows since the new concept started. A stopgap (still rising, rose
     enough): the rows since the onset, at most the most recent ``min_rows_after_drift``.
     Otherwise the rows since the onset.
-    Outside a performance incident (e.g. chat): no limit.
     """
-    try:
-        inc = deps.incidents.get(thread)
-    except NotFound:
-        return None, None  # not an incident thread (e.g. chat)
-    if inc.kind != "performance_drop":
-        return None, None
     svc = deps.registry.service(inc.service)
     st = drift_settling(svc, deps.ops.reader, inc)
     if st is None:

@@ -234,3 +234,48 @@ def test_a_stopgap_that_already_serves_the_new_concept_well_is_kept_without_a_se
     reg = world.fleet.registry
     assert reg.service(world.service).champion == 2
     assert not _exists(reg, world.service, 3)  # the settled retrain never ran
+
+
+
+def test_a_window_service_trains_on_its_whole_window_inside_a_performance_incident(
+        world_factory):
+    """``train_on: window``: the retrain after an abrupt change uses the whole training window,
+    rows from before the onset included, where the default trains on the rows since it."""
+    stream = rotating_hyperplane(9_000, drifts=[DRIFT], width=1, seed=3)
+    rows = {}
+    for train_on in ("drift_rows", "window"):
+        world = world_factory(stream=stream, service=train_on,
+                              policy=Policy(rollout="shadow", train_on=train_on))
+        world.run(2_000, 9_000)
+        assert [i.kind for i in world.system.incidents.recent(20, world.service)
+                if i.kind == "performance_drop"], f"{train_on}: no performance incident"
+        rows[train_on] = world.fleet.registry.version(world.service, 2).training_window["rows"]
+    # Since the onset: at least the rows the incident waits for, far fewer than the window.
+    assert Policy().min_rows_after_drift <= rows["drift_rows"] < rows["window"], rows
+    assert rows["window"] >= 2 * rows["drift_rows"], rows
+
+
+def test_a_not_worse_service_ships_a_candidate_that_only_ties_the_degraded_champion(
+        world_factory):
+    """Labels turn to noise at the drift: a retrained candidate can only tie the champion. The
+    default gate (beat it by the margin, beyond chance) escalates; ``not_worse`` tries the tie
+    in a shadow, whose live analysis then decides."""
+    noise = FaultSchedule(faults=(Fault(kind="concept_change", start=DRIFT,
+                                        params={"p": 0.5, "how": "flip"}),))
+    runs = {}
+    for gate in ("significant", "not_worse"):
+        world = _world(world_factory, service=gate, model={"model": "logreg"}, policy=Policy(
+            rollout="shadow", train_on="window", candidate_gate=gate))
+        world.run(2_000, 9_000, faults=noise)
+        perf = [i for i in world.system.incidents.recent(20, world.service)
+                if i.kind == "performance_drop"]
+        assert perf, f"{gate}: no performance incident"
+        runs[gate] = (perf[-1], world.fleet.registry.version(world.service, 2), _actions(world))
+    for gate, (_, v2, _) in runs.items():  # the same rows and recipe: the same tie
+        assert 0.0 <= v2.metrics["improvement"] < Policy().min_improvement, (gate, v2.metrics)
+    inc, _, trail = runs["significant"]
+    assert inc.status.value == "escalated" and "not better" in inc.resolution, inc.resolution
+    assert "registry.start_shadow" not in trail
+    inc, _, trail = runs["not_worse"]
+    assert "registry.start_shadow" in trail, (inc.resolution, trail)
+    assert "not better" not in inc.resolution
