@@ -88,7 +88,6 @@ class Setup:
     errors: Callable[[np.ndarray, int], np.ndarray]
     """``errors(rows, version)``: which of these requests a serving fault fails."""
 
-
     def fit(self, lo: int, hi: int) -> Pipeline:
         """Fit the case's model on rows ``[lo, hi)``."""
         return pipeline.fit(self.X[lo:hi], self.y[lo:hi], task="classification",

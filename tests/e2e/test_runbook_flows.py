@@ -236,7 +236,6 @@ def test_a_stopgap_that_already_serves_the_new_concept_well_is_kept_without_a_se
     assert not _exists(reg, world.service, 3)  # the settled retrain never ran
 
 
-
 def test_a_window_service_trains_on_its_whole_window_inside_a_performance_incident(
         world_factory):
     """``train_on: window``: the retrain after an abrupt change uses the whole training window,
