@@ -10,7 +10,7 @@ from langchain_core.tools import BaseTool, InjectedToolCallId, tool
 from fleet.errors import NotFound
 from fleet.incidents import Incident
 from fleet.monitor.settle import drift_settling, stopgap_due
-from fleet.registry import VersionStatus
+from fleet.registry import ServiceRecord, VersionStatus
 from tools.deps import ToolDeps, action_context
 from tools.results import error, guarded, ok
 
@@ -44,10 +44,11 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         ctx = action_context(config, role="continuous_learning",
                              reason="retrain on the recent validated window", step=tool_call_id)
         inc = _performance_incident(deps, ctx.incident)
-        policy = deps.registry.service(service).policy
+        svc = deps.registry.service(service)
+        policy = svc.policy
         since_ts, most = (None, None)
         if inc is not None and policy.train_on == "drift_rows":
-            since_ts, most = _drift_rows(deps, inc)
+            since_ts, most = _drift_rows(deps, inc, svc)
         if most is not None:
             rows = most if rows is None else min(rows, most)
         res = deps.ops.retrain(service, ctx, rows=rows, seed=seed, since_ts=since_ts)
@@ -103,14 +104,15 @@ def _performance_incident(deps: ToolDeps, thread: str) -> Incident | None:
     return inc if inc.kind == "performance_drop" else None
 
 
-def _drift_rows(deps: ToolDeps, inc: Incident) -> tuple[float | None, int | None]:
+def _drift_rows(
+    deps: ToolDeps, inc: Incident, svc: ServiceRecord
+) -> tuple[float | None, int | None]:
     """``(since, most rows)`` a performance incident trains on: the new concept, not the mix.
 
     Settled drift: the rows since the new concept started. A stopgap (still rising, rose
     enough): the rows since the onset, at most the most recent ``min_rows_after_drift``.
     Otherwise the rows since the onset.
     """
-    svc = deps.registry.service(inc.service)
     st = drift_settling(svc, deps.ops.reader, inc)
     if st is None:
         return None, None
