@@ -158,14 +158,24 @@ class Policy(BaseModel):
     the new concept (since the drift's onset, or since it settled), so a changed rule is not
     averaged with the old one. ``window``: the whole ``train_window``, for a service whose
     regimes come and go (a market's daily and weekly cycles), where older rows still teach."""
-    candidate_gate: Literal["significant", "not_worse"] = "significant"
+    candidate_gate: Literal["significant", "not_worse"] = "not_worse"
     """What a candidate retrained inside a performance incident needs on the holdout to go to
-    its shadow or canary. ``significant``: beat the champion by ``min_improvement`` and beyond
-    chance. ``not_worse``: at least match it; the champion is known to have degraded, and on a
-    tie the model that learnt from the newest rows is the better bet. The live analysis still
-    has to pass before any promotion, and outside an incident the gate is ``significant``."""
+    its shadow or canary. ``not_worse``: at least match the champion; the champion is known to
+    have degraded, and on a tie the model that learnt from the newest rows is the better bet (a
+    holdout of a few hundred rows seldom shows a gain of a few points beyond chance, and
+    waiting for one leaves the degraded model serving). ``significant``: beat it by
+    ``min_improvement`` and beyond chance. The live analysis still has to pass before any
+    promotion, and outside an incident the gate is ``significant``."""
     holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
     """Share of the most recent labelled window held out to compare candidate and champion."""
+    window_search: int = Field(3, ge=1, le=6)
+    """Nested training windows a retrain inside a performance incident tries: the whole
+    window, then its newest ``(k-1)/k``, ..., ``1/k`` (none shorter than
+    :data:`fleet.trainer.job.WINDOW_MIN_ROWS` rows). Each is fitted and scored on the same
+    holdout and the best one is kept (a tie goes to the longer). Rows from the early part of a
+    gradual change, still a mixture of the old and new concept, then stay out of the candidate
+    when the holdout shows they hurt. Other retrains (a first model, one asked for in chat)
+    use the whole window. 1: the whole window only."""
     refit_after_holdout: bool = True
     """Once the holdout has judged the candidate, ship a model fitted on the whole window, the
     held-out newest rows included (the standard validate-then-refit). On a drifting stream the

@@ -32,9 +32,10 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
         The candidate is registered (status candidate) with its lineage; the comparison uses the
         most recent labelled holdout. "better" says whether it clears the service's gate: beats
         the champion by the margin and beyond chance, or (a ``not_worse`` service, inside a
-        performance incident) at least matches it. Inside a performance incident only rows of
-        the new concept are used (while the drift is still under way: the most recent rows,
-        for a stopgap), unless the service trains on its whole window.
+        performance incident) at least matches it and beats the constant predictor ("learnt").
+        Inside a performance incident only rows of the new concept are used (while the drift is
+        still under way: the most recent rows, for a stopgap), unless the service trains on its
+        whole window, and the shorter windows of the policy's ``window_search`` are tried too.
 
         Args:
             service: service name.
@@ -51,10 +52,15 @@ def make_learning_tools(deps: ToolDeps) -> list[BaseTool]:
             since_ts, most = _drift_rows(deps, inc, svc)
         if most is not None:
             rows = most if rows is None else min(rows, most)
-        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed, since_ts=since_ts)
+        # Inside a performance incident the window may still hold rows of the old concept (a
+        # gradual change, an onset dated late): let the holdout leave them out.
+        res = deps.ops.retrain(service, ctx, rows=rows, seed=seed, since_ts=since_ts,
+                               search=inc is not None)
         out = res.stored()
         if inc is not None and policy.candidate_gate == "not_worse":
-            out.update(better=res.improvement is None or res.improvement >= 0.0,
+            # A tie with a degraded champion is worth a live trial only if the candidate
+            # learnt something: one trained on noise ties a champion that now serves noise.
+            out.update(better=res.learnt and (res.improvement is None or res.improvement >= 0.0),
                        gate="not_worse")
         return ok(**out, replayed=res.replayed)
 

@@ -327,9 +327,13 @@ class Operations:
         rows: int | None = None,
         seed: int = 0,
         since_ts: float | None = None,
+        search: bool = False,
         approval_id: str | None = None,
     ) -> RetrainResult:
         """Train and register a candidate on the recent labelled window minus quarantined ranges.
+
+        With ``search`` the trainer tries the policy's ``window_search`` nested windows and
+        keeps the one the holdout prefers (for a retrain after a change of concept).
 
         Blocks until the trainer is done; holds the service's training lease (not its deploy
         lease, so a rollback is never held up by training).
@@ -354,12 +358,14 @@ class Operations:
             assert trainer is not None  # checked above
             excluded = self.quarantined(svc)
             window = self.training_window(svc, n, since_ts=since_ts)
-            res = trainer.train(svc, window, seed=seed, created_by=ctx.actor)
+            res = trainer.train(svc, window, seed=seed, created_by=ctx.actor,
+                                windows=s.policy.window_search if search else 1)
             return RetrainResult.of(res, window, len(excluded)).stored()
 
         w = Write(
             spec=ActionSpec(name="retrain", service=svc, args={
-                "rows": n, "seed": seed, **({} if since_ts is None else {"since_ts": since_ts})}),
+                "rows": n, "seed": seed, **({} if since_ts is None else {"since_ts": since_ts}),
+                **({"search": True} if search else {})}),
             policy=s.policy, run=run, check=check,
             needs_approval=s.policy.requires_approval("retrain"), risk="low",
             retry_safe=True, lane="train",

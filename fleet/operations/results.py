@@ -84,8 +84,11 @@ class RetrainResult(_Stored):
     """Whether it beats the champion by the policy's ``min_improvement``."""
     train_rows: int
     holdout_rows: int
+    learnt: bool = True
+    """Whether it beats the constant predictor (majority class or mean) beyond chance."""
     window: dict[str, Any] = field(default_factory=dict)
-    """``{"from", "to", "rows"}`` stream ids of the training window."""
+    """``{"from", "to", "rows", "skipped"}``: stream ids and size of the training window, and
+    how many of its oldest rows the window search left out."""
     excluded_ranges: int = 0
     """Quarantined ranges left out of the window."""
     replayed: bool = False
@@ -102,8 +105,9 @@ class RetrainResult(_Stored):
             champion=None if res.champion is None else float(res.champion),
             improvement=None if res.improvement is None else float(res.improvement),
             better=bool(res.better),
+            learnt=bool(res.learnt),
             train_rows=int(res.train_rows),
             holdout_rows=int(res.holdout_rows),
-            window=dict(window.bounds),
+            window={**window.bounds, **res.version.training_window},
             excluded_ranges=excluded,
         )

@@ -205,6 +205,40 @@ def paired_counts(candidate: Any, champion: Any, X: np.ndarray, y: np.ndarray) -
     return int(np.sum(new & ~old)), int(np.sum(old & ~new))
 
 
+def beats_constant(
+    model: Any, y_train: np.ndarray, X: np.ndarray, y: np.ndarray, task: Task
+) -> tuple[float, bool]:
+    """``(metric of the constant, beaten)`` of the constant predictor on the rows ``X, y``.
+
+    The constant is fitted on ``y_train`` (the majority class, or the mean); ``beaten`` says
+    whether ``model`` beats it there beyond chance (paired rows, :func:`significant_gain`;
+    regression: a sign test on the absolute errors). Every row is labelled (as
+    :func:`labelled` returns them).
+
+    A model that cannot beat the constant learnt nothing from its features: e.g. its labels
+    were noise. Matching a degraded champion is no reason to ship it then.
+
+    >>> X = np.arange(200, dtype=float).reshape(-1, 1); y = (X[:, 0] >= 100).astype(int)
+    >>> m = fit(X, y, task="classification", params={"model": "logreg"})
+    >>> beats_constant(m, y, X, y, "classification")
+    (0.5, True)
+    """
+    pred = np.asarray(model.predict(X))
+    if task == "classification":
+        truth, labels = _class_labels(y), _class_labels(y_train)
+        values, counts = np.unique(labels, return_counts=True)
+        const = values[np.argmax(counts)]
+        mine, base = pred == truth, truth == const
+        wins, losses = int(np.sum(mine & ~base)), int(np.sum(base & ~mine))
+        value = float(np.mean(base)) if len(y) else float("nan")
+    else:
+        mine_err = np.abs(pred.astype(np.float64) - y.astype(np.float64))
+        base_err = np.abs(float(np.mean(y_train)) - y.astype(np.float64))
+        wins, losses = int(np.sum(mine_err < base_err)), int(np.sum(base_err < mine_err))
+        value = float(np.mean(base_err)) if len(y) else float("nan")
+    return value, significant_gain(wins, losses)
+
+
 def significant_gain(wins: int, losses: int, *, z: float = 1.645) -> bool:
     """Whether ``wins`` beat ``losses`` beyond chance (one-sided McNemar, normal approximation).
 

@@ -42,6 +42,9 @@ class TrainResult:
     better: bool
     """``improvement >= policy.min_improvement`` and, for classification, significant on the
     paired holdout rows (:func:`pipeline.significant_gain`); True when there was no champion."""
+    learnt: bool = True
+    """It beats the constant predictor on the holdout beyond chance
+    (:func:`pipeline.beats_constant`)."""
 
 
 class Trainer:
@@ -90,6 +93,7 @@ class Trainer:
         params: dict[str, Any] | None = None,
         seed: int = 0,
         created_by: str = "trainer",
+        windows: int = 1,
     ) -> Future[TrainResult]:
         """Start training a candidate on ``window``; return at once with a future.
 
@@ -105,6 +109,9 @@ class Trainer:
                 changes the data and nothing else; the task's default family without one.
             seed: makes the model reproducible; recorded in the version's params.
             created_by: actor recorded on the version and in the audit trail.
+            windows: nested training windows to try, the holdout picking one
+                (:func:`~fleet.trainer.job.window_starts`; ``Policy.window_search``); 1: the
+                whole window.
 
         Raises:
             UnknownService: the service is not registered.
@@ -128,7 +135,8 @@ class Trainer:
             service=service, task=svc.task, X=X, y=y, feature_names=tuple(svc.schema_.names),
             params=dict(params or {}), seed=seed,
             holdout_fraction=svc.policy.holdout_fraction, champion=champion,
-            refit=svc.policy.refit_after_holdout, threads=self.threads,
+            windows=windows, refit=svc.policy.refit_after_holdout,
+            threads=self.threads,
         )
         outer: Future[TrainResult] = Future()
         inner = self._executor.submit(run, job)
@@ -146,10 +154,11 @@ class Trainer:
         params: dict[str, Any] | None = None,
         seed: int = 0,
         created_by: str = "trainer",
+        windows: int = 1,
     ) -> TrainResult:
         """Like :meth:`submit`, but wait for the result."""
         return self.submit(
-            service, window, params=params, seed=seed, created_by=created_by
+            service, window, params=params, seed=seed, created_by=created_by, windows=windows
         ).result()
 
     def train_from_dataset(
@@ -218,6 +227,7 @@ class Trainer:
             "holdout_rows": float(out.holdout_rows),
             "train_rows": float(out.train_rows),
             "fit_rows": float(out.fit_rows),
+            f"constant_holdout_{m}": out.constant,
         }
         improvement = None
         if out.champion is not None:
@@ -229,7 +239,8 @@ class Trainer:
             "seed": job.seed, "holdout_fraction": job.holdout_fraction, "refit": job.refit,
         }
         version = self.registry.add_version(
-            job.service, out.model, created_by=created_by, training_window=dict(bounds),
+            job.service, out.model, created_by=created_by,
+            training_window={**bounds, "skipped": out.skipped},
             data_hash=out.data_hash, params=params, metrics=metrics, parent=svc.champion,
         )
         return TrainResult(
@@ -240,6 +251,7 @@ class Trainer:
             improvement=improvement,
             holdout_rows=out.holdout_rows,
             train_rows=out.train_rows,
+            learnt=out.learnt,
             better=improvement is None or (
                 improvement >= svc.policy.min_improvement
                 # A margin on a few hundred holdout rows is noise unless the paired

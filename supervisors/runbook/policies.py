@@ -169,9 +169,8 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
             f"{tr.get('champion')})"))
     if not tr.get("better", False):
         return call("escalate", reason=(
-            f"candidate v{ver} of {svc} is not better than the champion by the margin and "
-            f"beyond chance (holdout {tr.get('metric')} {tr.get('candidate')} vs "
-            f"{tr.get('champion')}); not deploying it"))
+            f"candidate v{ver} of {svc} {_shortfall(tr)} (holdout {tr.get('metric')} "
+            f"{tr.get('candidate')} vs {tr.get('champion')}); not deploying it"))
     policy = inc.get("policy", {})
     mode = "shadow" if policy.get("rollout") == "shadow" else "canary"
     can = last_result(done, f"start_{mode}")
@@ -224,6 +223,16 @@ def _after_verify(inc: dict, ver: dict, done: list[tuple[str, dict, dict]]) -> A
 
 def _evidence(inc: dict) -> str:
     return _short(inc.get("evidence") or {})
+
+
+def _shortfall(tr: dict) -> str:
+    """Why a trained candidate does not clear its gate, in words for the escalation."""
+    if tr.get("gate") != "not_worse":
+        return "is not better than the champion by the margin and beyond chance"
+    if not tr.get("learnt", True):
+        return ("learnt nothing its features explain: it does not beat the constant predictor "
+                "(majority class or mean) beyond chance")
+    return "is worse than the champion"
 
 
 def _issues(val: dict) -> str:

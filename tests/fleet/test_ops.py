@@ -249,18 +249,19 @@ def test_one_action_at_a_time_per_service(ops: Operations, registry) -> None:
 
 
 # --- data and training -----------------------------------------------------------------------
-def _write_traffic(r, keys, clock, n: int) -> list[str]:
-    """``n`` labelled predictions (y = a > 0) for 'elec'; returns their stream ids."""
+def _write_traffic(r, keys, clock, n: int, change: int | None = None) -> list[str]:
+    """``n`` labelled predictions (y = a > 0; from row ``change`` on, y = b > 0) for 'elec';
+    returns their stream ids."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(n, 2))
+    y = np.where(np.arange(n) < (n if change is None else change), X[:, 0] > 0, X[:, 1] > 0)
     w = TelemetryWriter(r, keys, clock=clock)
     now = clock.now()
     w.write_predictions("elec", [
         PredictionEvent(now + i, f"req-{i}", 1, (float(a), float(b)), 0.0, 1.0)
         for i, (a, b) in enumerate(X)
     ])
-    w.write_labels("elec", [LabelEvent(now + i, f"req-{i}", float(a > 0))
-                            for i, (a, _) in enumerate(X)])
+    w.write_labels("elec", [LabelEvent(now + i, f"req-{i}", float(v)) for i, v in enumerate(y)])
     return [sid for sid, _ in r.xrange(keys.telemetry("elec"))]
 
 
@@ -277,13 +278,34 @@ def test_quarantined_ranges_are_never_trained_on(ops: Operations, registry, r, k
 
     res = ops.retrain("elec", CTX, rows=1000, seed=1)
     assert (res.version, res.parent, res.excluded_ranges, res.replayed) == (4, 1, 1, False)
-    assert res.window == {"from": ids[0], "to": ids[599], "rows": 400}
+    assert res.window == {"from": ids[0], "to": ids[599], "rows": 400, "skipped": 0}
     assert (res.train_rows, res.holdout_rows) == (320, 80)
     assert registry.version("elec", 4).training_window == res.window
 
     again = ops.retrain("elec", CTX, rows=1000, seed=1)
     assert again.replayed and again.version == 4
     assert [v.number for v in registry.versions("elec")] == [1, 2, 3, 4]  # not trained twice
+
+
+def test_a_searched_retrain_leaves_out_the_old_concept_and_says_so(
+    ops: Operations, registry, r, keys, clock
+) -> None:
+    """The rule changed 700 rows into a 1,500-row window. A retrain after a change of concept
+    (``search``, as a performance incident asks) keeps only the newest third of the training
+    rows, which hold the new rule alone, and records the rows it left out; a plain retrain
+    trains on the whole window and scores worse on the same holdout."""
+    ids = _write_traffic(r, keys, clock, 1500, change=700)
+    plain = ops.retrain("elec", CTX.model_copy(update={"incident": "inc-a"}), rows=1500)
+    clock.advance(601)  # past the retrain cooldown
+    searched = ops.retrain("elec", CTX.model_copy(update={"incident": "inc-b"}), rows=1500,
+                           search=True)
+    assert plain.window == {"from": ids[0], "to": ids[-1], "rows": 1500, "skipped": 0}
+    assert searched.window == {"from": ids[0], "to": ids[-1], "rows": 1500, "skipped": 800}
+    assert (searched.train_rows, searched.holdout_rows) == (400, 300)
+    assert searched.candidate > 0.95 and searched.candidate > plain.candidate + 0.05
+    assert registry.version("elec", searched.version).training_window == searched.window
+    step = ops.audit.read(action_prefix="ops.retrain")[-1]
+    assert step.details["args"]["search"] is True
 
 
 def test_quarantine_validates_stream_ids(ops: Operations) -> None:

@@ -63,7 +63,7 @@ def test_candidate_on_drifted_window_beats_stale_champion_with_lineage(
     assert first.champion is None and first.improvement is None and first.better
     assert first.version.training_window == {
         "from": "hyperplane_incremental:row-0", "to": "hyperplane_incremental:row-1999",
-        "rows": 2000,
+        "rows": 2000, "skipped": 0,
     }
     registry.promote("hp", first.version.number, actor="test", reason="initial model")
 
@@ -80,7 +80,8 @@ def test_candidate_on_drifted_window_beats_stale_champion_with_lineage(
     assert v.status is VersionStatus.CANDIDATE
     assert v.parent == first.version.number
     assert v.created_by == "agent:learning"
-    assert v.training_window == {"from": "row-3000", "to": "row-4999", "rows": 2000}
+    assert v.training_window == {"from": "row-3000", "to": "row-4999", "rows": 2000,
+                                 "skipped": 0}
     assert v.data_hash == data_hash(STREAM.X[3000:5000], STREAM.y[3000:5000])
     assert v.params == {"model": "hgb", "seed": 7, "holdout_fraction": 0.2, "refit": True}
     assert v.metrics == {
@@ -90,6 +91,9 @@ def test_candidate_on_drifted_window_beats_stale_champion_with_lineage(
         "holdout_rows": 400.0,
         "train_rows": 1600.0,
         "fit_rows": 2000.0,
+        # The majority class of the training rows, scored on the holdout rows.
+        "constant_holdout_accuracy": float(np.mean(
+            STREAM.y[4600:5000] == np.bincount(STREAM.y[3000:4600]).argmax())),
     }
 
 
@@ -236,6 +240,55 @@ def test_refit_ships_a_model_of_the_whole_window_judged_by_the_validation_fit() 
     assert not np.array_equal(plain.model.predict_proba(probe), whole.predict_proba(probe))
 
 
+def _two_concepts(n: int, change: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows before ``change`` follow ``x0 > 0``, the rest ``x1 > 0`` (hand-written fixture)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 2))
+    y = np.where(np.arange(n) < change, X[:, 0] > 0, X[:, 1] > 0).astype(np.int64)
+    return X, y
+
+
+def test_window_search_leaves_out_the_old_concept_the_holdout_rejects() -> None:
+    """The concept changed 600 rows into a 1,500-row window. Training on the whole window
+    averages the two rules; the newest third of the training rows (800-1,200) holds only the
+    new one, scores best on the holdout and is the window the shipped model is refitted on."""
+    X, y = _two_concepts(1500, 600)
+    jobs = {k: TrainJob(service="s", task="classification", X=X, y=y, feature_names=("a", "b"),
+                        params={"model": "logreg"}, windows=k, refit=True) for k in (1, 3)}
+    whole, searched = run(jobs[1]), run(jobs[3])
+    assert whole.skipped == 0 and whole.train_rows == 1200 and whole.candidate < 0.9
+    assert searched.skipped == 800
+    assert (searched.train_rows, searched.holdout_rows, searched.fit_rows) == (400, 300, 700)
+    assert searched.candidate > 0.95 and searched.candidate > whole.candidate + 0.05
+    assert searched.data_hash == data_hash(X[800:], y[800:])
+
+
+def test_window_search_keeps_the_whole_window_when_no_shorter_one_scores_better() -> None:
+    """One concept with a clear margin: every window scores the same, and a tie keeps the
+    whole window (more rows, same rule)."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 2))
+    X = X[np.abs(X[:, 0]) > 0.3][:1500]
+    y = (X[:, 0] > 0).astype(np.int64)
+    out = run(TrainJob(service="s", task="classification", X=X, y=y, feature_names=("a", "b"),
+                       params={"model": "logreg"}, windows=3))
+    assert out.candidate == 1.0
+    assert (out.skipped, out.train_rows) == (0, 1200)
+
+
+def test_a_candidate_that_learnt_noise_does_not_beat_the_constant_predictor() -> None:
+    """Coin-flip labels: the candidate ties the majority class on the holdout, so it learnt
+    nothing; the same features with the true rule beat it by far."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1500, 2))
+    outs = {name: run(TrainJob(service="s", task="classification", X=X, y=y,
+                               feature_names=("a", "b"), params={"model": "logreg"}))
+            for name, y in (("noise", rng.integers(0, 2, 1500)),
+                            ("rule", (X[:, 0] > 0).astype(np.int64)))}
+    assert not outs["noise"].learnt and abs(outs["noise"].candidate - outs["noise"].constant) < 0.06
+    assert outs["rule"].learnt and outs["rule"].candidate > outs["rule"].constant + 0.3
+
+
 def test_regression_scores_mae_and_tolerates_nulls() -> None:
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 3))
@@ -247,6 +300,7 @@ def test_regression_scores_mae_and_tolerates_nulls() -> None:
             params={"model": model}, seed=0,
         ))
         assert out.metric == "mae" and 0.0 <= out.candidate < 1.0 and out.champion is None
+        assert out.learnt and out.constant > out.candidate  # the mean errs more than the fit
 
 
 def test_unknown_model_family_names_the_allowed_ones() -> None:

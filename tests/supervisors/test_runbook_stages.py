@@ -13,14 +13,15 @@ INC = {"id": "inc-1", "service": "svc", "kind": "performance_drop", "version": 1
        "champion": 1, "challenger": None, "policy": {"rollout": "shadow"}}
 
 
-def _round(n: int, *, better: bool) -> list[BaseMessage]:
-    """A finished stretch of the runbook: validate ok, then a candidate that is or is not better."""
+def _round(n: int, *, better: bool, **gate: Any) -> list[BaseMessage]:
+    """A finished stretch of the runbook: validate ok, then a candidate that is or is not better
+    (``gate``: extra fields of the training result, e.g. the not_worse gate's)."""
     out: list[BaseMessage] = []
     for k, (specialist, tool, result) in enumerate((
             ("data_steward", "validate_window", {"status": "success", "ok": True}),
             ("continuous_learning", "train_candidate",
              {"status": "success", "version": n, "better": better, "metric": "accuracy",
-              "candidate": 0.8, "champion": 0.79}))):
+              "candidate": 0.8, "champion": 0.79, **gate}))):
         cid = f"c{n}-{k}"
         out.append(AIMessage(content="", tool_calls=[{"name": specialist, "args": {"task": "t"},
                                                       "id": cid}]))
@@ -61,6 +62,18 @@ def test_a_settled_retrain_that_is_not_better_escalates_when_no_stopgap_is_live(
             *_round(2, better=False), _stage("settled", champion=1), *_round(3, better=False)]
     name, args = _next(msgs)
     assert name == "escalate" and "not better than the champion" in args["reason"]
+
+
+def test_an_escalation_names_the_gate_the_candidate_missed() -> None:
+    """Under ``not_worse`` a candidate is held back for being worse than the champion, or for
+    having learnt nothing (it ties a champion that now serves noise); the reason says which."""
+    head = [HumanMessage(content="INCIDENT " + json.dumps(INC))]
+    reasons = {learnt: _next([*head, *_round(2, better=False, gate="not_worse",
+                                             learnt=learnt)])[1]["reason"]
+               for learnt in (True, False)}
+    assert "candidate v2 of svc is worse than the champion (holdout" in reasons[True]
+    assert "does not beat the constant predictor" in reasons[False]
+    assert "worse than the champion" not in reasons[False]
 
 
 def test_each_round_asks_for_its_own_retrain() -> None:
