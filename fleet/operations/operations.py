@@ -360,7 +360,7 @@ class Operations:
             window = self.training_window(svc, n, since_ts=since_ts)
             res = trainer.train(svc, window, seed=seed, created_by=ctx.actor,
                                 windows=s.policy.window_search if search else 1)
-            return RetrainResult.of(res, window, len(excluded)).stored()
+            return RetrainResult.of(res, len(excluded)).stored()
 
         w = Write(
             spec=ActionSpec(name="retrain", service=svc, args={

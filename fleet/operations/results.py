@@ -6,7 +6,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 from fleet.registry import ServiceRecord
-from fleet.telemetry.window import LabelledWindow
 from fleet.trainer import TrainResult
 
 
@@ -94,7 +93,7 @@ class RetrainResult(_Stored):
     replayed: bool = False
 
     @classmethod
-    def of(cls, res: TrainResult, window: LabelledWindow, excluded: int) -> RetrainResult:
+    def of(cls, res: TrainResult, excluded: int) -> RetrainResult:
         """Summarise a trainer result as plain JSON types (no numpy scalars)."""
         return cls(
             service=res.version.service,
@@ -108,6 +107,6 @@ class RetrainResult(_Stored):
             learnt=bool(res.learnt),
             train_rows=int(res.train_rows),
             holdout_rows=int(res.holdout_rows),
-            window={**window.bounds, **res.version.training_window},
+            window=dict(res.version.training_window),
             excluded_ranges=excluded,
         )

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -223,20 +224,16 @@ def beats_constant(
     >>> beats_constant(m, y, X, y, "classification")
     (0.5, True)
     """
-    pred = np.asarray(model.predict(X))
+    no_features = np.zeros((len(y_train), 0))  # a constant needs none
     if task == "classification":
-        truth, labels = _class_labels(y), _class_labels(y_train)
-        values, counts = np.unique(labels, return_counts=True)
-        const = values[np.argmax(counts)]
-        mine, base = pred == truth, truth == const
-        wins, losses = int(np.sum(mine & ~base)), int(np.sum(base & ~mine))
-        value = float(np.mean(base)) if len(y) else float("nan")
+        const = DummyClassifier(strategy="most_frequent").fit(no_features, _class_labels(y_train))
+        wins, losses = paired_counts(model, const, X, y)
     else:
-        mine_err = np.abs(pred.astype(np.float64) - y.astype(np.float64))
-        base_err = np.abs(float(np.mean(y_train)) - y.astype(np.float64))
-        wins, losses = int(np.sum(mine_err < base_err)), int(np.sum(base_err < mine_err))
-        value = float(np.mean(base_err)) if len(y) else float("nan")
-    return value, significant_gain(wins, losses)
+        const = DummyRegressor(strategy="mean").fit(no_features, y_train)
+        mine = np.abs(np.asarray(model.predict(X), dtype=np.float64) - y)
+        base = np.abs(np.asarray(const.predict(X), dtype=np.float64) - y)
+        wins, losses = int(np.sum(mine < base)), int(np.sum(base < mine))
+    return score(const, X, y, task)[metric_name(task)], significant_gain(wins, losses)
 
 
 def significant_gain(wins: int, losses: int, *, z: float = 1.645) -> bool:
