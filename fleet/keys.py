@@ -87,78 +87,82 @@ class Keys:
     def _svc(self, svc: str, suffix: str) -> str:
         return f"{self.prefix}:{{{svc}}}:{suffix}"
 
+    def _fleet(self, suffix: str) -> str:
+        """A fleet-wide key (not of one service): every such key is built here."""
+        return f"{self.prefix}:{suffix}"
+
     # --- global keys ---------------------------------------------------------------
     @property
     def services(self) -> str:
         """Set of all service names."""
-        return f"{self.prefix}:services"
+        return self._fleet("services")
 
     @property
     def dlq(self) -> str:
         """Dead-letter stream of rejected telemetry."""
-        return f"{self.prefix}:dlq"
+        return self._fleet("dlq")
 
     @property
     def audit(self) -> str:
         """Append-only audit stream."""
-        return f"{self.prefix}:audit"
+        return self._fleet("audit")
 
     @property
     def monitor_fleet(self) -> str:
         """Hash of fleet-wide monitor state (last tick, dead-letter cursor)."""
-        return f"{self.prefix}:monitor"
+        return self._fleet("monitor")
 
     @property
     def schema(self) -> str:
         """Hash of applied key-schema migrations."""
-        return f"{self.prefix}:schema"
+        return self._fleet("schema")
 
     @property
     def incidents_open(self) -> str:
         """Set of open incident ids."""
-        return f"{self.prefix}:incidents:open"
+        return self._fleet("incidents:open")
 
     @property
     def incidents_all(self) -> str:
         """Sorted set of every incident id scored by open time."""
-        return f"{self.prefix}:incidents:all"
+        return self._fleet("incidents:all")
 
     def incident(self, incident_id: str) -> str:
         """Hash of one incident."""
-        return f"{self.prefix}:incident:{incident_id}"
+        return self._fleet(f"incident:{incident_id}")
 
     def incident_fingerprint(self, svc: str, kind: str) -> str:
         """Pointer from a (service, kind) fingerprint to its open incident."""
-        return f"{self.prefix}:incident:fp:{{{svc}}}:{kind}"
+        return self._fleet(f"incident:fp:{{{svc}}}:{kind}")
 
     def incident_closed(self, svc: str, kind: str) -> str:
         """Hash of the last closed incident of a (service, kind) fingerprint, for its cooldown."""
-        return f"{self.prefix}:incident:closed:{{{svc}}}:{kind}"
+        return self._fleet(f"incident:closed:{{{svc}}}:{kind}")
 
     @property
     def approvals_pending(self) -> str:
         """Sorted set of pending approval ids scored by expiry time."""
-        return f"{self.prefix}:approvals:pending"
+        return self._fleet("approvals:pending")
 
     def approval(self, approval_id: str) -> str:
         """Hash of one approval request."""
-        return f"{self.prefix}:approval:{approval_id}"
+        return self._fleet(f"approval:{approval_id}")
 
     def approval_open(self, incident: str, digest: str) -> str:
         """Id of the pending approval request of ``incident`` for the action ``digest``."""
-        return f"{self.prefix}:approval:open:{incident}:{digest}"
+        return self._fleet(f"approval:open:{incident}:{digest}")
 
     def approval_step(self, incident: str, step: str, digest: str) -> str:
         """Id of the approval request one step (tool call) of ``incident`` made for ``digest``."""
-        return f"{self.prefix}:approval:step:{incident}:{step}:{digest}"
+        return self._fleet(f"approval:step:{incident}:{step}:{digest}")
 
     def action(self, key: str) -> str:
         """Idempotency record of one side effect."""
-        return f"{self.prefix}:act:{key}"
+        return self._fleet(f"act:{key}")
 
     def checkpoint_prefix(self) -> str:
         """Prefix under which the LangGraph checkpointer keeps its keys."""
-        return f"{self.prefix}:cp"
+        return self._fleet("cp")
 
     # --- per-service keys ----------------------------------------------------------
     def service(self, svc: str) -> str:
@@ -195,16 +199,16 @@ class Keys:
 
     def loop_shard(self, shard: int) -> str:
         """Lease on one shard of services, held by the loop worker that owns it."""
-        return f"{self.prefix}:loop:shard:{int(shard)}"
+        return self._fleet(f"loop:shard:{int(shard)}")
 
     def loop_incident(self, incident_id: str) -> str:
         """Lease held while a loop worker advances one incident's thread."""
-        return f"{self.prefix}:loop:incident:{incident_id}"
+        return self._fleet(f"loop:incident:{incident_id}")
 
     @property
     def loop_workers(self) -> str:
         """Sorted set of live loop workers scored by their last heartbeat."""
-        return f"{self.prefix}:loop:workers"
+        return self._fleet("loop:workers")
 
     def lock(self, svc: str) -> str:
         """Lease that allows one action at a time per service."""
