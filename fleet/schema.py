@@ -32,13 +32,32 @@ class FeatureSpec(BaseModel):
     """Whether ``null`` is accepted (served as NaN, counted by the quality detector)."""
 
 
+class LabelSpec(BaseModel):
+    """What a service's ground-truth labels (and predictions) may be.
+
+    Feedback outside it is dead-lettered. A classifier's undeclared classes are taken from its
+    served models.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    classes: tuple[float, ...] | None = None
+    """The classes of a classification service, e.g. ``(0, 1)``."""
+    min: float | None = None
+    """Lowest label accepted."""
+    max: float | None = None
+    """Highest label accepted."""
+
+
 class FeatureSchema(BaseModel):
-    """The ordered features a service's model takes."""
+    """The ordered features a service's model takes, and optionally what its labels may be."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     features: tuple[FeatureSpec, ...]
     """Features in the column order the model expects."""
+    label: LabelSpec | None = None
+    """Declared label domain; None: finite numbers (classifiers: the served models' classes)."""
 
     @field_validator("features")
     @classmethod
@@ -109,7 +128,11 @@ def _coerce(spec: FeatureSpec, v: Any, where: str) -> float:
     if isinstance(v, int) and abs(v) > _MAX_FLOAT:
         # JSON integers are unbounded; float() of one beyond the float range raises OverflowError.
         raise InvalidInput(f"{where}: expected a number within float range, got a larger integer")
-    if spec.dtype == "int" and not float(v).is_integer():  # False for inf and nan too
+    if not math.isfinite(v):
+        # NaN and the infinities are not JSON; a missing value is null.
+        raise InvalidInput(f"{where}: expected a finite number (null for a missing value), "
+                           f"got {v!r}")
+    if spec.dtype == "int" and not float(v).is_integer():
         raise InvalidInput(f"{where}: expected integer, got {v!r}")
     return float(v)
 

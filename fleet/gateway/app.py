@@ -1,7 +1,10 @@
 """The gateway's HTTP edge (FastAPI): predict, feedback and service info under ``/v1/models``.
 
 Bad requests get a 4xx whose ``detail`` names the field; unknown services a 404 naming the known
-ones. Handlers are ``async`` and call the core directly for small requests (scoring is CPU-bound,
+ones. In a batch each row (or label) is judged on its own: the good ones are served, the bad
+ones dead-lettered and listed in the response's ``errors``.
+
+Handlers are ``async`` and call the core directly for small requests (scoring is CPU-bound,
 a thread hop only adds latency) and through the thread pool for large batches.
 """
 
@@ -9,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fleet.errors import FleetError, IntegrityError, InvalidInput, NotFound
-from fleet.gateway.core import Gateway, Prediction
+from fleet.gateway.core import MAX_BATCH, Gateway, Prediction
 
 THREADPOOL_ROWS = 64
 
@@ -26,12 +30,13 @@ class PredictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: dict[str, Any] | None = None
-    """One row: feature name -> value."""
-    request_id: str | None = Field(None, min_length=1, max_length=128)
+    """One row: feature name -> value. A bad row is a 422 (and a dead letter)."""
+    request_id: Any = None
     """Id of the single request; generated when absent. Routing is sticky on it."""
-    instances: list[dict[str, Any]] | None = None
-    """Several rows."""
-    request_ids: list[str] | None = None
+    instances: list[Any] | None = Field(None, max_length=MAX_BATCH)
+    """Several rows, each judged on its own (items are not typed here on purpose: one bad row
+    must not reject the batch)."""
+    request_ids: list[Any] | None = Field(None, max_length=MAX_BATCH)
     """One id per instance; generated when absent."""
 
     @model_validator(mode="after")
@@ -41,26 +46,26 @@ class PredictBody(BaseModel):
         return self
 
 
-class LabelIn(BaseModel):
-    """Ground truth for one earlier request."""
-
-    request_id: str
-    label: float
-
-
 class FeedbackBody(BaseModel):
-    """One label or a batch of labels."""
+    """One label (``request_id`` + ``label``) or a batch (``labels``), each judged on its own."""
 
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[dict[str, Any]] | None = None
-    request_id: str | None = None
+    labels: list[Any] | None = Field(None, max_length=MAX_BATCH)
+    """``[{"request_id": str, "label": number}, ...]``; a bad item is dead-lettered."""
+    request_id: Any = None
     label: Any = None
 
 
 def _item(p: Prediction) -> dict[str, Any]:
     return {"request_id": p.request_id, "version": p.version, "prediction": p.prediction,
             "error": p.error}
+
+
+def _errors(res: list[Prediction]) -> list[dict[str, Any]]:
+    """The rejected rows of a batch: index, request id and reason."""
+    return [{"index": i, "request_id": p.request_id, "reason": (p.error or "").removeprefix(
+        "rejected: ")} for i, p in enumerate(res) if p.rejected]
 
 
 def create_gateway_app(gateway: Gateway) -> FastAPI:
@@ -72,6 +77,12 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
         status = 404 if isinstance(exc, NotFound) else 422 if isinstance(exc, InvalidInput) else (
             503 if isinstance(exc, IntegrityError) else 400)
         return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _redis(_: Request, exc: redis.RedisError) -> JSONResponse:
+        return JSONResponse({"detail": f"Redis is unreachable ({type(exc).__name__}); retry"},
+                            status_code=503)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -92,29 +103,35 @@ def gateway_router(gateway: Gateway) -> APIRouter:
     @router.post("/v1/models/{svc}/predict")
     async def predict(svc: str, body: PredictBody) -> JSONResponse:
         if body.features is not None:
-            res = gateway.predict(svc, [body.features], [body.request_id])
+            if body.request_ids is not None:
+                raise InvalidInput("request_ids: goes with 'instances'; use 'request_id' with "
+                                   "'features'")
+            res = gateway.predict(svc, [body.features], [body.request_id], strict=True)
             p = res[0]
             if p.error:
                 return JSONResponse(_item(p), status_code=503)
             return JSONResponse(
                 {"request_id": p.request_id, "version": p.version, "prediction": p.prediction}
             )
+        if body.request_id is not None:
+            raise InvalidInput("request_id: goes with 'features'; use 'request_ids' with "
+                               "'instances'")
         rows = body.instances or []
         if len(rows) > THREADPOOL_ROWS:
             res = await run_in_threadpool(gateway.predict, svc, rows, body.request_ids)
         else:
             res = gateway.predict(svc, rows, body.request_ids)
-        return JSONResponse({"predictions": [_item(p) for p in res]})
+        return JSONResponse({"predictions": [_item(p) for p in res], "errors": _errors(res)})
 
     @router.post("/v1/models/{svc}/feedback")
     async def feedback(svc: str, body: FeedbackBody) -> dict[str, Any]:
         if body.labels is not None:
-            labels: list[Any] = body.labels
+            res = gateway.feedback(svc, body.labels)
         elif body.request_id is not None:
-            labels = [{"request_id": body.request_id, "label": body.label}]
+            res = gateway.feedback(svc, [{"request_id": body.request_id, "label": body.label}],
+                                   strict=True)
         else:
             raise InvalidInput("give 'labels': [{request_id, label}] or one 'request_id' + 'label'")
-        res = gateway.feedback(svc, labels)
         return {"accepted": res.accepted, "rejected": res.rejected, "errors": res.reasons}
 
     @router.get("/v1/models/{svc}")

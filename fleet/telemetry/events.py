@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import InvalidInput
+from fleet.telemetry.limits import MAX_RID, Limits, finite, request_id, summarise
 
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-MAX_RID = 128
+__all__ = ["MAX_RID", "MAX_VERSION", "LabelEvent", "PredictionEvent", "validate_label",
+           "validate_prediction"]
 MAX_VERSION = 2**63 - 1
 """Largest version number accepted: the monitor keeps versions in int64 arrays, so a larger one
 would make every tick of the service fail."""
-_MAX_FLOAT = int(sys.float_info.max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,10 @@ class PredictionEvent:
                 "ts": self.ts,
                 "rid": self.request_id,
                 "ver": self.version,
-                "x": [None if v is None or v != v else v for v in self.features],
-                "p": self.prediction,
+                # A number that JSON cannot carry is stored as null, never encoded.
+                "x": [v if v is not None and math.isfinite(v) else None for v in self.features],
+                "p": self.prediction if self.prediction is not None
+                and math.isfinite(self.prediction) else None,
                 "lat": round(self.latency_ms, 4),
                 "err": self.error,
                 "sh": 1 if self.shadow else 0,
@@ -84,77 +86,52 @@ class LabelEvent:
         return cls(d["ts"], d["rid"], d["y"])
 
 
-def _num(v: Any, where: str, *, nullable: bool = False) -> float | None:
-    if v is None and nullable:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InvalidInput(f"{where}: expected number, got {type(v).__name__} {v!r:.40}")
-    if isinstance(v, int) and abs(v) > _MAX_FLOAT:
-        # JSON integers are unbounded; float() of one beyond the float range raises OverflowError.
-        raise InvalidInput(f"{where}: expected a finite number, got an integer beyond float range")
-    if not math.isfinite(v):
-        if nullable:
-            return None
-        raise InvalidInput(f"{where}: expected a finite number, got {v!r}")
-    return float(v)
-
-
-def _rid(v: Any) -> str:
-    if not isinstance(v, str) or not v or len(v) > MAX_RID:
-        raise InvalidInput(f"request_id: expected a non-empty string of <= {MAX_RID} chars")
-    return v
-
-
-def validate_prediction(raw: Any, n_features: int) -> PredictionEvent:
-    """Check an untrusted prediction event dict and return it typed.
+def validate_prediction(raw: Any, n_features: int, limits: Limits) -> PredictionEvent:
+    """Check an untrusted prediction event dict against ``limits`` and return it typed.
 
     Raises:
-        InvalidInput: naming the first bad field.
+        InvalidInput: naming the first bad field, the value received and what is allowed.
     """
     if not isinstance(raw, dict):
-        raise InvalidInput(f"event: expected an object, got {type(raw).__name__}")
+        raise InvalidInput(f"event: expected an object, got {summarise(raw)}")
     missing = [k for k in ("ts", "request_id", "version", "features") if k not in raw]
     if missing:
         raise InvalidInput(f"event: missing field(s) {missing}")
-    ts = _num(raw["ts"], "ts")
-    ver = raw["version"]
-    if isinstance(ver, bool) or not isinstance(ver, int) or not 0 <= ver <= MAX_VERSION:
-        raise InvalidInput(f"version: expected a non-negative integer <= 2**63-1, got {ver!r:.40}")
+    ts = limits.ts(raw["ts"])
+    rid = request_id(raw["request_id"])
+    ver = limits.version(raw["version"])
+    if ver > MAX_VERSION:
+        raise InvalidInput(f"version: expected an integer <= 2**63-1, got {summarise(ver)}")
     x = raw["features"]
     if not isinstance(x, list) or len(x) != n_features:
-        got = f"{len(x)} values" if isinstance(x, list) else type(x).__name__
+        got = f"{len(x)} values" if isinstance(x, list) else summarise(x)
         raise InvalidInput(f"features: expected a list of {n_features} values, got {got}")
-    feats = tuple(_num(v, f"features[{i}]", nullable=True) for i, v in enumerate(x))
-    lat = _num(raw.get("latency_ms", 0.0), "latency_ms")
-    if lat is not None and lat < 0:
-        raise InvalidInput(f"latency_ms: must be >= 0, got {lat!r}")
+    feats = tuple(finite(v, f"features[{i}]", nullable=True) for i, v in enumerate(x))
+    lat = limits.latency(raw.get("latency_ms", 0.0))
     err = raw.get("error")
     if err is not None and not isinstance(err, str):
-        raise InvalidInput(f"error: expected string or null, got {type(err).__name__}")
+        raise InvalidInput(f"error: expected string or null, got {summarise(err)}")
     shadow = raw.get("shadow", False)
     if not isinstance(shadow, bool):  # "false" must not count as a shadow score
-        raise InvalidInput(f"shadow: expected true or false, got {type(shadow).__name__}")
+        raise InvalidInput(f"shadow: expected true or false, got {summarise(shadow)}")
     return PredictionEvent(
-        ts=float(ts or 0.0),
-        request_id=_rid(raw["request_id"]),
-        version=ver,
-        features=feats,
-        prediction=_num(raw.get("prediction"), "prediction", nullable=True),
-        latency_ms=float(lat or 0.0),
-        error=err[:500] if err else None,
-        shadow=shadow,
+        ts=ts, request_id=rid, version=ver, features=feats,
+        prediction=limits.outcome(raw.get("prediction"), "prediction", nullable=True),
+        latency_ms=lat, error=err[:500] if err else None, shadow=shadow,
     )
 
 
-def validate_label(raw: Any, ts: float) -> LabelEvent:
-    """Check an untrusted label dict ``{"request_id", "label"}`` and return it typed.
+def validate_label(raw: Any, limits: Limits) -> LabelEvent:
+    """Check an untrusted label dict ``{"request_id", "label"}``; it is stamped ``limits.now``.
 
     Raises:
-        InvalidInput: naming the first bad field.
+        InvalidInput: naming the first bad field, the value received and what is allowed.
     """
     if not isinstance(raw, dict):
-        raise InvalidInput(f"label: expected an object, got {type(raw).__name__}")
+        raise InvalidInput(f"label: expected an object, got {summarise(raw)}")
     if "request_id" not in raw or "label" not in raw:
         raise InvalidInput("label: needs fields 'request_id' and 'label'")
-    y = _num(raw["label"], "label")
-    return LabelEvent(ts=ts, request_id=_rid(raw["request_id"]), label=float(y or 0.0))
+    rid = request_id(raw["request_id"])
+    y = limits.outcome(raw["label"], "label")
+    assert y is not None
+    return LabelEvent(ts=limits.now, request_id=rid, label=y)

@@ -18,6 +18,7 @@ from fleet.clock import Clock, SystemClock
 from fleet.errors import InvalidInput
 from fleet.keys import Keys
 from fleet.telemetry.events import LabelEvent, PredictionEvent, validate_label, validate_prediction
+from fleet.telemetry.limits import Limits
 
 _XADD_MANY = """
 local n = 0
@@ -85,17 +86,25 @@ class TelemetryWriter:
         return len(payloads)
 
     def ingest_predictions(
-        self, service: str, raw_events: Sequence[Any], n_features: int
+        self, service: str, raw_events: Sequence[Any], n_features: int,
+        limits: Limits | None = None,
     ) -> IngestResult:
-        """Validate untrusted prediction events; append the good, dead-letter the bad."""
-        return self._ingest(service, "prediction", self.keys.telemetry(service), raw_events,
-                            lambda raw: validate_prediction(raw, n_features).encode())
+        """Validate untrusted prediction events; append the good, dead-letter the bad.
 
-    def ingest_labels(self, service: str, raw_labels: Sequence[Any]) -> IngestResult:
+        ``limits`` carries the service's versions and classes; without it only the time window,
+        ids and numbers are checked.
+        """
+        lim = limits or Limits(now=self.clock.now())
+        return self._ingest(service, "prediction", self.keys.telemetry(service), raw_events,
+                            lambda raw: validate_prediction(raw, n_features, lim).encode())
+
+    def ingest_labels(
+        self, service: str, raw_labels: Sequence[Any], limits: Limits | None = None
+    ) -> IngestResult:
         """Validate untrusted labels; append the good, dead-letter the bad."""
-        now = self.clock.now()
+        lim = limits or Limits(now=self.clock.now())
         return self._ingest(service, "label", self.keys.labels(service), raw_labels,
-                            lambda raw: validate_label(raw, now).encode())
+                            lambda raw: validate_label(raw, lim).encode())
 
     def _ingest(
         self, service: str, kind: str, stream_key: str, raws: Sequence[Any],
@@ -112,15 +121,28 @@ class TelemetryWriter:
         res.accepted = len(good)
         return res
 
-    def dead_letter(self, service: str, kind: str, raw: Any, reason: str) -> None:
-        """Put one rejected event in the dead-letter stream with the reason."""
+    def dead_letter(
+        self, service: str, kind: str, raw: Any, reason: str, *, index: int | None = None,
+        pipe: Any | None = None,
+    ) -> None:
+        """Put one rejected event in the dead-letter stream with the reason.
+
+        The entry's fields: ``ts`` (clock time of the rejection), ``service``, ``kind``
+        (``prediction``, ``label`` or ``request``: a row sent to predict), ``index`` (position in
+        its batch, empty for a single one), ``field`` (the first bad field), ``reason`` (what was
+        received and what is allowed, prefixed ``[index]`` in a batch) and ``raw`` (the event as
+        JSON, cut at :data:`RAW_LIMIT` characters).
+        """
         try:
+            # allow_nan: a rejected NaN is kept as the text NaN for the reader, not re-raised.
             text = json.dumps(raw, default=repr)[:RAW_LIMIT]
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             text = repr(raw)[:RAW_LIMIT]
-        self.r.xadd(
+        msg = reason.split("] ", 1)[1] if reason.startswith("[") and "] " in reason else reason
+        (pipe if pipe is not None else self.r).xadd(
             self.keys.dlq,
             {"ts": repr(self.clock.now()), "service": service, "kind": kind,
+             "index": "" if index is None else str(index), "field": _field(msg),
              "reason": reason[:500], "raw": text},
             maxlen=DLQ_MAXLEN,
             approximate=True,
@@ -132,9 +154,19 @@ class TelemetryWriter:
         res.rejected += 1
         if len(res.reasons) < 10:
             res.reasons.append(f"[{index}] {reason}")
-        self.dead_letter(service, kind, raw, f"[{index}] {reason}")
+        self.dead_letter(service, kind, raw, f"[{index}] {reason}", index=index)
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         """The most recent dead-letter entries, newest last."""
         rows = self.r.xrevrange(self.keys.dlq, count=count)
         return [dict(f, id=i) for i, f in reversed(rows)]
+
+
+def _field(message: str) -> str:
+    """The field a validation message names first (``"x.y: expected ..."`` -> ``x.y``).
+
+    >>> _field("latency_ms: expected 0 to 3600000 ms, got 1e+300"), _field("no field here")
+    ('latency_ms', '')
+    """
+    head, sep, _ = message.partition(": ")
+    return head if sep and " " not in head and len(head) <= 200 else ""

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from fleet.clock import ManualClock
 from fleet.telemetry import (
     LabelEvent,
     PredictionEvent,
@@ -41,17 +42,21 @@ def test_streams_are_capped(r, keys) -> None:
     assert 1_000 <= n < 1_000 + 200
 
 
+T = 1.7e9
+"""An event time inside the accepted window."""
+
+
 def test_malformed_events_go_to_the_dead_letter_stream_and_the_rest_are_kept(r, keys) -> None:
-    w = TelemetryWriter(r, keys)
-    good = {"ts": 1.0, "request_id": "ok1", "version": 1, "features": [1.0, None],
+    w = TelemetryWriter(r, keys, clock=ManualClock(T))
+    good = {"ts": T, "request_id": "ok1", "version": 1, "features": [1.0, None],
             "prediction": 1, "latency_ms": 2.0}
     batch = [
         good,
-        {"ts": 1.0, "request_id": "b1", "version": 1, "features": [1.0]},
-        {"ts": 1.0, "request_id": "b2", "version": "one", "features": [1.0, 2.0]},
+        {"ts": T, "request_id": "b1", "version": 1, "features": [1.0]},
+        {"ts": T, "request_id": "b2", "version": "one", "features": [1.0, 2.0]},
         "not an object",
-        {"ts": 1.0, "request_id": "", "version": 1, "features": [1.0, 2.0]},
-        {"ts": 1.0, "request_id": "b4", "version": 1, "features": [1.0, "x"]},
+        {"ts": T, "request_id": "", "version": 1, "features": [1.0, 2.0]},
+        {"ts": T, "request_id": "b4", "version": 1, "features": [1.0, "x"]},
         dict(good, request_id="ok2"),
     ]
     res = w.ingest_predictions("s", batch, n_features=2)
@@ -61,9 +66,12 @@ def test_malformed_events_go_to_the_dead_letter_stream_and_the_rest_are_kept(r, 
     reasons = [d["reason"] for d in dlq]
     assert reasons[0] == "[1] features: expected a list of 2 values, got 1 values"
     assert reasons[1].startswith("[2] version: expected a non-negative integer")
-    assert reasons[2] == "[3] event: expected an object, got str"
+    assert reasons[2] == "[3] event: expected an object, got string 'not an object'"
     assert "request_id" in reasons[3]
-    assert reasons[4] == "[5] features[1]: expected number, got str 'x'"
+    assert reasons[4] == "[5] features[1]: expected a finite number or null, got string 'x'"
+    assert [d["index"] for d in dlq] == ["1", "2", "3", "4", "5"]
+    assert [d["field"] for d in dlq] == ["features", "version", "event", "request_id",
+                                         "features[1]"]
     assert '"b2"' in dlq[1]["raw"]
     kept = [e.request_id for _, e in TelemetryReader(r, keys).recent_predictions("s", 10)]
     assert kept == ["ok1", "ok2"]
