@@ -76,7 +76,7 @@ def request_id(v: Any, where: str = "request_id") -> str:
     Raises:
         InvalidInput: not a string matching :data:`REQUEST_ID_PATTERN`.
     """
-    if not isinstance(v, str) or not _RID.match(v):
+    if not isinstance(v, str) or not _RID.fullmatch(v):  # fullmatch: no "id\n"
         raise InvalidInput(
             f"{where}: expected 1-{MAX_RID} characters matching {REQUEST_ID_PATTERN}, "
             f"got {summarise(v)}"

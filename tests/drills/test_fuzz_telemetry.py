@@ -2,7 +2,8 @@
 
 Telemetry from outside the gateway is untrusted (DESIGN §7). Hypothesis builds batches that mix
 valid events with events broken in exactly one way (wrong types, missing fields, NaN/inf, huge
-integers, nested junk, unicode, very long strings), each tagged with what it should be, and the
+integers, times outside the window, latencies beyond an hour, nested junk, unicode and very long
+request ids), each tagged with what it should be, and the
 batches go through ``TelemetryWriter.ingest_predictions`` / ``ingest_labels`` as the HTTP API
 sends them. The oracle is the tag, not the validator: each valid event must appear in its stream,
 in order, and each invalid one in the dead-letter stream, with a reason naming its index. Then the
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 from apps.runtime import build_fleet
 from apps.system import build_system
 from fleet.telemetry.events import MAX_RID, MAX_VERSION, LabelEvent, PredictionEvent
+from fleet.telemetry.limits import MAX_LATENCY_MS, REQUEST_ID_PATTERN, TS_MIN
 from tests.drills.harness import Case, seed_case, tiny_model
 
 BATCHES = 200
@@ -66,16 +68,23 @@ finite = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**53)
 big_but_finite = st.integers(2**64, int(1e300))
 """Integers beyond int64 that still fit a float: valid times, labels and feature values."""
 number = finite | big_but_finite
-rid = st.text(min_size=1, max_size=16) | st.integers(1, MAX_RID).map(lambda n: "ü" * n)
-feature = number | st.none() | st.sampled_from([NAN, INF, -INF])
-"""Features are nullable: null, NaN and infinities are stored as null, not rejected."""
+rid = st.from_regex(REQUEST_ID_PATTERN, fullmatch=True) | st.integers(1, MAX_RID).map(
+    lambda n: "k" * n)
+bad_rid = st.just("") | long_text | st.sampled_from(
+    ["open:x y", "é", "-lead", "a\nb", "trailing\n", "k" * (MAX_RID + 1)])
+ts = st.floats(TS_MIN, 1.7e9) | st.integers(int(TS_MIN), 1_700_000_000)
+"""Event times inside the window: after 2000-01-01, not past the clock (plus a day)."""
+bad_ts = st.sampled_from([-1e300, 1e18, 0.0, TS_MIN - 1, 4e9])
+feature = number | st.none()
+"""Features are nullable: null is stored as null; NaN and the infinities are rejected."""
 not_a_number = st.sampled_from([NAN, INF, -INF, True, "1.0", HUGE, -HUGE]) | st.lists(
     st.integers(), max_size=2) | st.dictionaries(st.text(max_size=3), junk, max_size=2)
 
 valid_prediction = st.fixed_dictionaries(
-    {"ts": number, "request_id": rid, "version": st.integers(0, MAX_VERSION),
+    {"ts": ts, "request_id": rid, "version": st.integers(0, MAX_VERSION),
      "features": st.lists(feature, min_size=N_FEATURES, max_size=N_FEATURES)},
-    optional={"prediction": feature, "latency_ms": st.floats(0, 1e300) | st.integers(0, 10**9),
+    optional={"prediction": feature,
+              "latency_ms": st.floats(0, MAX_LATENCY_MS) | st.integers(0, 10**6),
               "error": st.none() | st.text(max_size=20) | long_text, "shadow": st.booleans(),
               "extra": junk},
 )
@@ -94,7 +103,7 @@ def _break_prediction(draw: st.DrawFn, ev: dict[str, Any]) -> tuple[Any, str]:
     if defect == "missing":
         del bad[draw(st.sampled_from(["ts", "request_id", "version", "features"]))]
     elif defect == "ts":
-        bad["ts"] = draw(not_a_number | st.none())
+        bad["ts"] = draw(not_a_number | st.none() | bad_ts)
     elif defect == "version":
         bad["version"] = draw(st.integers(max_value=-1) | st.integers(min_value=MAX_VERSION + 1)
                               | st.sampled_from([True, 1.0, "2", None, [1]]))
@@ -107,19 +116,20 @@ def _break_prediction(draw: st.DrawFn, ev: dict[str, Any]) -> tuple[Any, str]:
     elif defect == "feature_value":
         i = draw(st.integers(0, N_FEATURES - 1))
         bad["features"] = list(bad["features"])
-        bad["features"][i] = draw(st.sampled_from([True, "0.5", HUGE]) | st.lists(
+        bad["features"][i] = draw(st.sampled_from([True, "0.5", HUGE, NAN, INF, -INF]) | st.lists(
             st.integers(), min_size=1, max_size=2))
     elif defect == "request_id":
-        bad["request_id"] = draw(st.just("") | long_text | st.integers() | st.none()
+        bad["request_id"] = draw(bad_rid | st.integers() | st.none()
                                  | st.lists(st.text(max_size=3), max_size=2))
     elif defect == "latency":
         bad["latency_ms"] = draw(st.floats(max_value=-1e-9, allow_nan=False)
-                                 | st.sampled_from([NAN, INF, "fast", None, HUGE]))
+                                 | st.sampled_from([NAN, INF, "fast", None, HUGE, 1e300,
+                                                   MAX_LATENCY_MS * 2]))
     elif defect == "error":
         bad["error"] = draw(st.integers() | st.lists(st.text(max_size=3), min_size=1,
                                                      max_size=2) | st.booleans())
     elif defect == "prediction":
-        bad["prediction"] = draw(st.sampled_from([True, "yes", HUGE, [1], {"p": 1}]))
+        bad["prediction"] = draw(st.sampled_from([True, "yes", HUGE, [1], {"p": 1}, NAN, INF]))
     else:
         bad["shadow"] = draw(st.sampled_from(["false", 0, 1, None, [True]]))
     return bad, defect
@@ -135,7 +145,7 @@ def _break_label(draw: st.DrawFn, ev: dict[str, Any]) -> tuple[Any, str]:
     elif defect == "label":
         bad["label"] = draw(not_a_number | st.none())
     else:
-        bad["request_id"] = draw(st.just("") | long_text | st.integers() | st.none())
+        bad["request_id"] = draw(bad_rid | st.integers() | st.none())
     return bad, defect
 
 
@@ -212,14 +222,15 @@ def _disagreement(batch: list[Event]) -> list[tuple[bool, str, Any]]:
     """For the failure message: the events whose fate differed from their tag."""
     from fleet.errors import InvalidInput
     from fleet.telemetry.events import validate_label, validate_prediction
+    from fleet.telemetry.limits import Limits
 
     out = []
     for e in batch:
         try:
             if e.kind == "prediction":
-                validate_prediction(e.raw, N_FEATURES)
+                validate_prediction(e.raw, N_FEATURES, Limits(now=1.7e9))
             else:
-                validate_label(e.raw, 0.0)
+                validate_label(e.raw, Limits(now=1.7e9))
             ok = True
         except (InvalidInput, ValueError, TypeError):
             ok = False
