@@ -20,6 +20,7 @@ from fleet.approvals import ApprovalRequest, ApprovalStore
 from fleet.audit import Audit
 from fleet.clock import ManualClock
 from fleet.gateway import Gateway
+from fleet.gateway.app import create_gateway_app
 from fleet.incidents import Incident, IncidentStore, Signal
 from fleet.keys import Keys
 from fleet.registry import ArtifactStore, Registry
@@ -131,3 +132,12 @@ def spec_only_api() -> FastAPI:
         gateway=Gateway(registry, TelemetryBuffer(writer, background=False)),
         chat=lambda t, m, u: iter(()), tokens=TOKENS,
     )
+
+
+def spec_only_gateway_app() -> FastAPI:
+    """The gateway app of ``flywheel serve-gateway`` over a Redis client that never connects."""
+    unused = redis.Redis(host="spec-only.invalid", decode_responses=True)
+    keys = Keys("spec")
+    registry = Registry(unused, keys, ArtifactStore(tempfile.gettempdir()))
+    buffer = TelemetryBuffer(TelemetryWriter(unused, keys), background=False)
+    return create_gateway_app(Gateway(registry, buffer))
