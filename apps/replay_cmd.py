@@ -15,7 +15,7 @@ from apps.serving import build_gateway, single_threaded_models
 from apps.settings import Settings
 from fleet.clock import SystemClock
 from fleet.datasets import DriftStream, load_elec, rotating_hyperplane, sea, stationary
-from fleet.errors import InvalidInput
+from fleet.errors import FleetError, InvalidInput
 from fleet.gateway.target import DirectTarget
 from fleet.replay.fault_store import RedisFaultSink
 from fleet.replay.faults import FaultSchedule
@@ -63,10 +63,21 @@ def run_replay(settings: Settings, console: Console, *, service: str, dataset: s
     if url is not None:
         if any(f.serving for f in schedule.faults):
             raise InvalidInput("serving faults need the fleet's Redis; run without --url")
-        with httpx.Client(base_url=url, timeout=30) as client:
-            return _run(console, HttpTarget(client), None, service, stream, start, stop,
-                        rate=rate, batch_size=batch_size, label_delay=label_delay, seed=seed,
-                        schedule=schedule)
+        try:
+            with httpx.Client(base_url=url, timeout=30) as client:
+                return _run(console, HttpTarget(client), None, service, stream, start, stop,
+                            rate=rate, batch_size=batch_size, label_delay=label_delay,
+                            seed=seed, schedule=schedule)
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise FleetError(
+                f"cannot reach the gateway at {url} ({type(exc).__name__}: {exc}); start it "
+                "(`flywheel serve-gateway` or `flywheel serve`) or fix --url"
+            ) from exc
+        except httpx.HTTPStatusError as exc:
+            raise FleetError(
+                f"the gateway at {url} answered {exc.response.status_code} "
+                f"({exc.response.text[:200]}); check --url and the service name"
+            ) from exc
     single_threaded_models()
     with open_fleet(settings) as fleet:
         gw = build_gateway(fleet)

@@ -21,15 +21,23 @@ def connect(url: str, *, decode: bool = True, timeout: float = 5.0) -> redis.Red
         timeout: socket connect and read timeout in seconds.
 
     Raises:
-        RedisUnavailable: the server cannot be reached or refused the credentials.
+        RedisUnavailable: ``url`` is not a Redis URL, or the server cannot be reached or refused
+            the credentials.
     """
-    client = redis.Redis.from_url(
-        url,
-        decode_responses=decode,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        health_check_interval=30,
-    )
+    try:
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=decode,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            health_check_interval=30,
+        )
+    except ValueError as exc:  # redis-py's parse_url: a missing scheme, a bad port or db
+        raise RedisUnavailable(
+            f"REDIS_URL {redact(url)!r} is not a Redis URL ({exc}); use "
+            "redis://[user:password@]host:port/db (rediss:// for TLS), or unset it to let "
+            "flywheel start its own redis-server"
+        ) from exc
     try:
         client.ping()
     except redis.AuthenticationError as exc:
