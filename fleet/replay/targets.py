@@ -2,8 +2,9 @@
 
 Wire format (the gateway's): ``POST /v1/models/{svc}/predict`` with ``{"instances": [...],
 "request_ids": [...]}`` answers ``{"predictions": [{"request_id", "version", "prediction",
-"error"}, ...]}``; ``POST /v1/models/{svc}/feedback`` with ``{"labels": [{"request_id", "label"}]}``
-answers ``{"accepted": int, "rejected": int}``.
+"error"}, ...], "errors": [{"index", "request_id", "reason"}, ...]}`` (a rejected row's
+``version`` is null); ``POST /v1/models/{svc}/feedback`` with ``{"labels": [{"request_id",
+"label"}]}`` answers ``{"accepted": int, "rejected": int, "errors": [str, ...]}``.
 """
 
 from __future__ import annotations
