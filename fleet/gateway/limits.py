@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.clock import Clock, SystemClock
+from fleet.errors import FleetError
 from fleet.registry import Registry
 from fleet.telemetry.limits import Limits, model_classes
 
@@ -47,6 +48,11 @@ class ServiceLimits:
     def _model_classes(self, service: str, number: int, sha: str) -> frozenset[float] | None:
         key = (service, number, sha)
         if key not in self._classes:
-            model: Any = self.registry.load_model(service, number)
+            try:
+                model: Any = self.registry.load_model(service, number)
+            except FleetError:
+                # An artifact that cannot be loaded (refused, missing) is not served either;
+                # labels are then only checked for being finite, and it is tried again next time.
+                return None
             self._classes[key] = model_classes([model])
         return self._classes[key]
