@@ -52,7 +52,8 @@ class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labels: list[Any] | None = Field(None, max_length=MAX_BATCH)
-    """``[{"request_id": str, "label": number}, ...]``; a bad item is dead-lettered."""
+    """``[{"request_id": str, "label": number}, ...]``; a bad item is dead-lettered and listed
+    in the answer's ``errors`` as ``{"index", "reason"}``."""
     request_id: Any = None
     label: Any = None
 
@@ -132,7 +133,8 @@ def gateway_router(gateway: Gateway) -> APIRouter:
                                    strict=True)
         else:
             raise InvalidInput("give 'labels': [{request_id, label}] or one 'request_id' + 'label'")
-        return {"accepted": res.accepted, "rejected": res.rejected, "errors": res.reasons}
+        return {"accepted": res.accepted, "rejected": res.rejected,
+                "errors": [{"index": i, "reason": reason} for i, reason in res.errors]}
 
     @router.get("/v1/models/{svc}")
     async def info(svc: str) -> dict[str, Any]:

@@ -310,7 +310,7 @@ class Gateway:
         """
         res = self.writer.ingest_labels(service, labels, self.limits(service))
         if strict and res.rejected:
-            raise InvalidInput(res.reasons[0].split("] ", 1)[-1])
+            raise InvalidInput(res.errors[0][1])
         return res
 
     def flush(self) -> int:

@@ -4,7 +4,7 @@ Wire format (the gateway's): ``POST /v1/models/{svc}/predict`` with ``{"instance
 "request_ids": [...]}`` answers ``{"predictions": [{"request_id", "version", "prediction",
 "error"}, ...], "errors": [{"index", "request_id", "reason"}, ...]}`` (a rejected row's
 ``version`` is null); ``POST /v1/models/{svc}/feedback`` with ``{"labels": [{"request_id",
-"label"}]}`` answers ``{"accepted": int, "rejected": int, "errors": [str, ...]}``.
+"label"}]}`` answers ``{"accepted": int, "rejected": int, "errors": [{"index", "reason"}, ...]}``.
 """
 
 from __future__ import annotations

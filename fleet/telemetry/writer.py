@@ -42,7 +42,9 @@ class IngestResult:
     accepted: int = 0
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
-    """First few rejection reasons, for the caller's response."""
+    """First few rejection reasons, ``[index] message``, for the caller's response."""
+    errors: list[tuple[int, str]] = field(default_factory=list)
+    """Every rejected item: its index in the batch and the reason."""
 
 
 class TelemetryWriter:
@@ -152,6 +154,7 @@ class TelemetryWriter:
         self, res: IngestResult, service: str, kind: str, index: int, raw: Any, reason: str
     ) -> None:
         res.rejected += 1
+        res.errors.append((index, reason))
         if len(res.reasons) < 10:
             res.reasons.append(f"[{index}] {reason}")
         self.dead_letter(service, kind, raw, f"[{index}] {reason}", index=index)

@@ -168,8 +168,11 @@ def test_feedback_judges_each_label_against_the_models_classes(gw: Gateway) -> N
     status, body = _post(client, "/v1/models/svc/feedback", json.dumps({"labels": labels}))
     assert status == 200, body
     assert (body["accepted"], body["rejected"]) == (2, 4)
-    assert body["errors"][0] == "[1] label: expected an object, got string 'not an object'"
-    assert "[3] label: -1e+300 is not one of the service's classes [0, 1]" in body["errors"]
+    assert body["errors"][0] == {"index": 1, "reason": "label: expected an object, got string "
+                                                       "'not an object'"}
+    assert [e["index"] for e in body["errors"]] == [1, 2, 3, 4]
+    assert body["errors"][2]["reason"] == ("label: -1e+300 is not one of the service's classes "
+                                           "[0, 1]")
     dead = gw.writer.dead_letters()
     assert [(d["kind"], d["index"]) for d in dead] == [("label", "1"), ("label", "2"),
                                                        ("label", "3"), ("label", "4")]
