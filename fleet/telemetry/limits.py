@@ -34,7 +34,7 @@ def summarise(v: Any, width: int = 40) -> str:
     """A short, printable account of an untrusted value for an error message.
 
     >>> summarise("x" * 10_000)
-    "string of 10000 chars 'xxxxxxxxxxxxxxxxxxxx...'"
+    "string of 10000 chars 'xxxxxxxxxxxxxxxxxxxx'..."
     >>> summarise(float("inf")), summarise(True), summarise([1, 2])
     ('inf', 'boolean True', 'array of 2 items')
     """
