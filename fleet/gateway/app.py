@@ -58,6 +58,51 @@ class FeedbackBody(BaseModel):
     label: Any = None
 
 
+class PredictionOut(BaseModel):
+    """The answer to one row: the prediction, or why there is none."""
+
+    request_id: str | None
+    """The row's id (generated when not given); null only when the given id was refused."""
+    version: int | None
+    """The version that answered; null for a rejected row."""
+    prediction: float | None
+    error: str | None = None
+    """``rejected: <reason>`` for a refused row, ``model error: ...`` when scoring failed."""
+
+
+class RowError(BaseModel):
+    """A rejected row of a batch (also dead-lettered with the same reason)."""
+
+    index: int
+    """Position in ``instances``."""
+    request_id: str | None
+    reason: str
+    """The field, the value received (summarised) and what is allowed."""
+
+
+class BatchOut(BaseModel):
+    """The answer to ``instances``: one prediction per row, in order, and the rejected rows."""
+
+    predictions: list[PredictionOut]
+    errors: list[RowError]
+    """Empty when every row was served."""
+
+
+class ItemError(BaseModel):
+    """A rejected label (also dead-lettered with the same reason)."""
+
+    index: int
+    reason: str
+
+
+class FeedbackOut(BaseModel):
+    """What a feedback call stored and what it dead-lettered."""
+
+    accepted: int
+    rejected: int
+    errors: list[ItemError]
+
+
 def _item(p: Prediction) -> dict[str, Any]:
     return {"request_id": p.request_id, "version": p.version, "prediction": p.prediction,
             "error": p.error}
@@ -101,7 +146,7 @@ def gateway_router(gateway: Gateway) -> APIRouter:
     """
     router = APIRouter()
 
-    @router.post("/v1/models/{svc}/predict")
+    @router.post("/v1/models/{svc}/predict", response_model=PredictionOut | BatchOut)
     async def predict(svc: str, body: PredictBody) -> JSONResponse:
         if body.features is not None:
             if body.request_ids is not None:
@@ -124,7 +169,7 @@ def gateway_router(gateway: Gateway) -> APIRouter:
             res = gateway.predict(svc, rows, body.request_ids)
         return JSONResponse({"predictions": [_item(p) for p in res], "errors": _errors(res)})
 
-    @router.post("/v1/models/{svc}/feedback")
+    @router.post("/v1/models/{svc}/feedback", response_model=FeedbackOut)
     async def feedback(svc: str, body: FeedbackBody) -> dict[str, Any]:
         if body.labels is not None:
             res = gateway.feedback(svc, body.labels)
