@@ -142,13 +142,18 @@ def replay(
     faults: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                        help="YAML/JSON fault schedule"),
     url: str | None = typer.Option(None, help="gateway base URL (default: in-process gateway)"),
+    token: str | None = typer.Option(None, help="bearer token for --url (default: "
+                                     "FLYWHEEL_API_TOKEN)"),
 ) -> None:
     """Replay a dataset through the gateway, with labels and scheduled faults."""
     from apps.replay_cmd import run_replay
 
-    run_replay(_settings(), console, service=service, dataset=dataset.value, start=start,
+    settings = _settings()
+    if token is None and settings.api_token is not None:
+        token = settings.api_token.get_secret_value()
+    run_replay(settings, console, service=service, dataset=dataset.value, start=start,
                rows=rows, rate=rate, batch_size=batch_size, label_delay=label_delay, seed=seed,
-               faults_file=faults, url=url)
+               faults_file=faults, url=url, token=token)
 
 
 @app.command()

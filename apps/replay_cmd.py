@@ -55,18 +55,36 @@ def load_faults(path: Path | None) -> FaultSchedule:
 
 def run_replay(settings: Settings, console: Console, *, service: str, dataset: str, start: int,
                rows: int, rate: float, batch_size: int, label_delay: int, seed: int,
-               faults_file: Path | None, url: str | None) -> ReplayStats:
-    """Replay and print accuracy per 1,000 rows."""
+               faults_file: Path | None, url: str | None,
+               token: str | None = None) -> ReplayStats:
+    """Replay and print accuracy per 1,000 rows.
+
+    With ``url``, requests go to that gateway (``flywheel serve`` or ``serve-gateway``) with
+    ``token`` as the bearer token.
+
+    Raises:
+        InvalidInput: a bad dataset or fault file, or the gateway refused the token.
+    """
     stream = load_dataset(dataset, seed=seed)
     stop = min(len(stream), start + rows) if rows else len(stream)
     schedule = load_faults(faults_file)
     if url is not None:
         if any(f.serving for f in schedule.faults):
             raise InvalidInput("serving faults need the fleet's Redis; run without --url")
-        with httpx.Client(base_url=url, timeout=30) as client:
-            return _run(console, HttpTarget(client), None, service, stream, start, stop,
-                        rate=rate, batch_size=batch_size, label_delay=label_delay, seed=seed,
-                        schedule=schedule)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
+            try:
+                return _run(console, HttpTarget(client), None, service, stream, start, stop,
+                            rate=rate, batch_size=batch_size, label_delay=label_delay,
+                            seed=seed, schedule=schedule)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 401:
+                    raise
+                raise InvalidInput(
+                    f"the gateway at {url} refused the request (401: "
+                    f"{'unknown token' if token else 'no token'}); pass --token or set "
+                    "FLYWHEEL_API_TOKEN to a token from its FLYWHEEL_API_TOKENS"
+                ) from None
     single_threaded_models()
     with open_fleet(settings) as fleet:
         gw = build_gateway(fleet)
