@@ -47,6 +47,21 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _os_user() -> dict[str, str]:
+    """The OS account running the CLI, recorded beside the self-declared ``--user``.
+
+    ``--user`` says which approver identity is claimed; the OS user is who actually ran the
+    command (the CLI is trusted as the OS user: whoever can run it can reach Redis).
+    """
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (e.g. a bare container uid)
+        name = f"uid:{os.getuid()}"
+    return {"os_user": name}
+
+
 @app.command()
 def services() -> None:
     """List registered services with their champion and challenger."""
@@ -106,7 +121,7 @@ def ack(
     from fleet.incidents import IncidentStore
     from fleet.incidents.acknowledge import ACK_REASON, acknowledge
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_settings(), audit_context=_os_user()) as fleet:
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         inc = acknowledge(store, fleet.registry, incident_id, user=user,
                           reason=reason or ACK_REASON, accept=accept)
@@ -230,7 +245,7 @@ def chat(
     from apps.chat import repl
     from apps.system import open_system
 
-    with open_system(_settings()) as system:
+    with open_system(_settings(), audit_context=_os_user()) as system:
         repl(system, console, user=user, thread=thread, once=message)
 
 
@@ -246,7 +261,7 @@ def approvals(
 
     if action not in ("list", "approve", "reject"):
         raise typer.BadParameter(f"{action!r}: use list, approve or reject")
-    with open_system(_settings()) as system:
+    with open_system(_settings(), audit_context=_os_user()) as system:
         store = system.approvals
         if action == "list":
             for a in store.pending():
