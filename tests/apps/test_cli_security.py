@@ -86,7 +86,8 @@ def test_key_like_ids_on_the_command_line_are_one_line(fleet, r, redis_url, keys
     pointer = f"open:inc-1:{req.action_digest}"
     for args, what in ((("approvals", "approve", pointer, "--user", "alice"), "approval id"),
                        (("ack", "fp:{elec}:performance_drop", "--user", "alice"), "incident id"),
-                       (("versions", "x}:y"), "service name")):
+                       (("versions", "x}:y"), "service name"),
+                       (("chat", "--thread", "x}:{y", "-m", "status"), "thread id")):
         done = _cli(*args, redis_url=redis_url, keys=keys, home=tmp_path)
         assert done.returncode == 1, (args, done.stderr)
         lines = done.stderr.strip().splitlines()
