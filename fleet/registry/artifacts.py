@@ -49,7 +49,10 @@ class ArtifactStore:
             IntegrityError: the path (symlinks and ``..`` resolved) is outside the root.
         """
         root = self.root.resolve()
-        path = _path(uri).resolve()
+        try:
+            path = _path(uri).resolve()
+        except (OSError, ValueError) as exc:  # e.g. a NUL byte, a symlink loop
+            raise IntegrityError(f"artifact {uri!r} is not a usable path: {exc}") from exc
         if not path.is_relative_to(root):
             raise IntegrityError(
                 f"artifact {uri!r} resolves to {str(path)!r}, outside the artifact directory "

@@ -193,6 +193,8 @@ def test_an_artifact_outside_the_root_is_refused(tmp_path: Path, artifacts_dir: 
         store.load(link.as_uri(), sha)
     with pytest.raises(IntegrityError, match="not a file:// URI"):
         store.load("http://127.0.0.1:9/v1.skops", sha)
+    with pytest.raises(IntegrityError, match="not a usable path"):
+        store.load(f"{artifacts_dir}/svc/v1\x00.skops", sha)
     # ``..`` that stays inside the root is fine.
     inside_uri, inside_sha = store.save("svc2", 1, _model())
     dotted = inside_uri.replace("/svc2/", "/svc/../svc2/")
