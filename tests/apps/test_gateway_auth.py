@@ -1,8 +1,10 @@
 """`flywheel serve-gateway` as a real process answers predict/feedback only with a bearer token,
-and `flywheel replay --url` sends one (``--token`` or ``FLYWHEEL_API_TOKEN``)."""
+and `flywheel replay --url` sends one (``--token`` or ``FLYWHEEL_API_TOKEN``); a crafted artifact
+promoted through Redis is refused by the serving process without running."""
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from fleet.embedded_redis import free_port
 from fleet.keys import Keys
 from fleet.registry import ArtifactStore, Registry
 from fleet.schema import FeatureSchema
+from tests.fleet.test_artifact_trust import _payload_model
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-replay-7f3a"
@@ -127,3 +130,38 @@ def test_serve_gateway_with_auth_on_and_no_tokens_says_what_to_set(redis_url: st
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "FLYWHEEL_API_TOKENS" in lines[0], done.stderr
+
+
+def _served_error(url: str, row: dict[str, float]) -> httpx.Response:
+    """Predict until the gateway has reloaded the new champion (it polls every second)."""
+    deadline = time.monotonic() + 30
+    while True:
+        resp = httpx.post(f"{url}/v1/models/{SERVICE}/predict", json={"features": row},
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+        if resp.status_code != 200 or time.monotonic() > deadline:
+            return resp
+        time.sleep(0.3)
+
+
+def test_a_promoted_payload_is_refused_by_the_serving_process(gateway: str, r, keys: Keys,
+                                                              clock, home: Path) -> None:
+    """The issue's attack: a Redis write (here, a promotion) and one predict."""
+    mark = home / "payload-ran"
+    code = f"(lambda: __import__('pathlib').Path({str(mark)!r}).touch())()"
+    registry = Registry(r, keys, ArtifactStore(home / "artifacts"), clock=clock)
+    evil = registry.add_version(SERVICE, _payload_model(functools.partial(eval, code, {})),
+                                created_by="attacker")
+    registry.promote(SERVICE, evil.number, actor="attacker", reason="redis write")
+    row = {f: 0.5 for f in load_dataset("stationary", seed=0).feature_names}
+    resp = _served_error(gateway, row)
+    assert resp.status_code == 503, resp.text
+    assert "builtins.eval" in resp.text and "not on the artifact allowlist" in resp.text
+    # The same through an artifact_uri outside FLYWHEEL_HOME with a matching sha256.
+    outside = home.parent / f"{home.name}-outside.skops"
+    outside.write_bytes(Path(evil.artifact_uri.removeprefix("file://")).read_bytes())
+    r.hset(keys.version(SERVICE, evil.number), "artifact_uri", outside.as_uri())
+    registry.promote(SERVICE, 1, actor="attacker", reason="flip")
+    registry.promote(SERVICE, evil.number, actor="attacker", reason="flip back")
+    resp = _served_error(gateway, row)
+    assert resp.status_code == 503 and "outside the artifact directory" in resp.text, resp.text
+    assert not mark.exists()
