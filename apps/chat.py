@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from apps.system import System, raw_client
+from fleet.ids import check_thread_id
 from graphs.chat import build_chat_graph, chat_turn
 from graphs.checkpointer import RedisSaver
 
@@ -27,7 +28,12 @@ class ChatService:
         return f"chat-{uuid.uuid4().hex[:12]}"
 
     def reply(self, thread_id: str, text: str, *, user: str) -> str:
-        """One turn; returns the whole reply."""
+        """One turn; returns the whole reply.
+
+        Raises:
+            InvalidId: ``thread_id`` is not of the form of a conversation id.
+        """
+        check_thread_id(thread_id)
         if not thread_id.startswith("chat-"):
             thread_id = f"chat-{thread_id}"
         return chat_turn(self.graph, thread_id, text, user=user)

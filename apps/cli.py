@@ -47,6 +47,21 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _os_user() -> dict[str, str]:
+    """The OS account running the CLI, recorded beside the self-declared ``--user``.
+
+    ``--user`` says which approver identity is claimed; the OS user is who actually ran the
+    command (the CLI is trusted as the OS user: whoever can run it can reach Redis).
+    """
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except Exception:  # no USER/LOGNAME and no passwd entry (e.g. a bare container uid)
+        name = f"uid:{os.getuid()}"
+    return {"os_user": name}
+
+
 @app.command()
 def services() -> None:
     """List registered services with their champion and challenger."""
@@ -106,7 +121,7 @@ def ack(
     from fleet.incidents import IncidentStore
     from fleet.incidents.acknowledge import ACK_REASON, acknowledge
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_settings(), audit_context=_os_user()) as fleet:
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         inc = acknowledge(store, fleet.registry, incident_id, user=user,
                           reason=reason or ACK_REASON, accept=accept)
@@ -142,13 +157,18 @@ def replay(
     faults: Path | None = typer.Option(None, exists=True, dir_okay=False,
                                        help="YAML/JSON fault schedule"),
     url: str | None = typer.Option(None, help="gateway base URL (default: in-process gateway)"),
+    token: str | None = typer.Option(None, help="bearer token for --url (default: "
+                                     "FLYWHEEL_API_TOKEN)"),
 ) -> None:
     """Replay a dataset through the gateway, with labels and scheduled faults."""
     from apps.replay_cmd import run_replay
 
-    run_replay(_settings(), console, service=service, dataset=dataset.value, start=start,
+    settings = _settings()
+    if token is None and settings.api_token is not None:
+        token = settings.api_token.get_secret_value()
+    run_replay(settings, console, service=service, dataset=dataset.value, start=start,
                rows=rows, rate=rate, batch_size=batch_size, label_delay=label_delay, seed=seed,
-               faults_file=faults, url=url)
+               faults_file=faults, url=url, token=token)
 
 
 @app.command()
@@ -225,7 +245,7 @@ def chat(
     from apps.chat import repl
     from apps.system import open_system
 
-    with open_system(_settings()) as system:
+    with open_system(_settings(), audit_context=_os_user()) as system:
         repl(system, console, user=user, thread=thread, once=message)
 
 
@@ -241,7 +261,7 @@ def approvals(
 
     if action not in ("list", "approve", "reject"):
         raise typer.BadParameter(f"{action!r}: use list, approve or reject")
-    with open_system(_settings()) as system:
+    with open_system(_settings(), audit_context=_os_user()) as system:
         store = system.approvals
         if action == "list":
             for a in store.pending():

@@ -55,16 +55,25 @@ def load_faults(path: Path | None) -> FaultSchedule:
 
 def run_replay(settings: Settings, console: Console, *, service: str, dataset: str, start: int,
                rows: int, rate: float, batch_size: int, label_delay: int, seed: int,
-               faults_file: Path | None, url: str | None) -> ReplayStats:
-    """Replay and print accuracy per 1,000 rows."""
+               faults_file: Path | None, url: str | None,
+               token: str | None = None) -> ReplayStats:
+    """Replay and print accuracy per 1,000 rows.
+
+    With ``url``, requests go to that gateway (``flywheel serve`` or ``serve-gateway``) with
+    ``token`` as the bearer token.
+
+    Raises:
+        InvalidInput: a bad dataset or fault file, or the gateway refused the token.
+    """
     stream = load_dataset(dataset, seed=seed)
     stop = min(len(stream), start + rows) if rows else len(stream)
     schedule = load_faults(faults_file)
     if url is not None:
         if any(f.serving for f in schedule.faults):
             raise InvalidInput("serving faults need the fleet's Redis; run without --url")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with httpx.Client(base_url=url, timeout=30) as client:
+            with httpx.Client(base_url=url, timeout=30, headers=headers) as client:
                 return _run(console, HttpTarget(client), None, service, stream, start, stop,
                             rate=rate, batch_size=batch_size, label_delay=label_delay,
                             seed=seed, schedule=schedule)
@@ -74,6 +83,12 @@ def run_replay(settings: Settings, console: Console, *, service: str, dataset: s
                 "(`flywheel serve-gateway` or `flywheel serve`) or fix --url"
             ) from exc
         except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 401:
+                raise InvalidInput(
+                    f"the gateway at {url} refused the request (401: "
+                    f"{'unknown token' if token else 'no token'}); pass --token or set "
+                    "FLYWHEEL_API_TOKEN to a token from its FLYWHEEL_API_TOKENS"
+                ) from None
             raise FleetError(
                 f"the gateway at {url} answered {exc.response.status_code} "
                 f"({exc.response.text[:200]}); check --url and the service name"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +35,13 @@ class Fleet:
 
 
 def build_fleet(
-    r: redis.Redis, url: str, *, prefix: str, artifacts: Path, clock: Clock | None = None
+    r: redis.Redis, url: str, *, prefix: str, artifacts: Path, clock: Clock | None = None,
+    audit_context: Mapping[str, str] | None = None,
 ) -> Fleet:
-    """Wire the fleet objects over an existing client."""
+    """Wire the fleet objects over an existing client (``audit_context``: see :class:`Audit`)."""
     clock = clock or SystemClock()
     keys = Keys(prefix)
-    audit = Audit(r, keys, clock)
+    audit = Audit(r, keys, clock, context=audit_context)
     return Fleet(
         r=r, url=url, keys=keys, clock=clock, audit=audit,
         registry=Registry(r, keys, ArtifactStore(artifacts), clock=clock, audit=audit),
@@ -51,7 +52,8 @@ def build_fleet(
 
 @contextlib.contextmanager
 def open_fleet(
-    settings: Settings, *, clock: Clock | None = None, home: Path | None = None
+    settings: Settings, *, clock: Clock | None = None, home: Path | None = None,
+    audit_context: Mapping[str, str] | None = None,
 ) -> Iterator[Fleet]:
     """Connect to ``REDIS_URL`` or start a private redis-server, and yield the wired fleet."""
     home = home or settings.home
@@ -64,7 +66,7 @@ def open_fleet(
     try:
         r = connect(url)
         fleet = build_fleet(r, url, prefix=settings.prefix, artifacts=home / "artifacts",
-                            clock=clock)
+                            clock=clock, audit_context=audit_context)
         fleet.embedded = server
         yield fleet
         r.close()

@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from fastapi import Depends, FastAPI
 from threadpoolctl import threadpool_limits
 
+from apps.api.auth import caller_dependency
 from apps.runtime import Fleet, open_fleet
 from apps.settings import Settings
 from fleet.embedded_redis import free_port
@@ -57,16 +59,35 @@ def http_server(app: object, *, host: str = "127.0.0.1", port: int | None = None
         t.join(timeout=5)
 
 
+def gateway_app(gateway: Gateway, settings: Settings) -> FastAPI:
+    """The gateway's HTTP app with the API's bearer-token check on predict, feedback and info.
+
+    Tokens come from ``FLYWHEEL_API_TOKENS`` (as for ``flywheel serve``); with
+    ``FLYWHEEL_API_AUTH=false`` everyone may call.
+
+    Raises:
+        InvalidInput: auth is on and no token is configured, or the tokens are malformed.
+    """
+    caller = caller_dependency(settings.api_identities(), auth=settings.api_auth)
+    return create_gateway_app(gateway, dependencies=[Depends(caller)])
+
+
 def serve_gateway_forever(settings: Settings, *, host: str, port: int) -> None:
-    """Serve the gateway until interrupted."""
+    """Serve the gateway until interrupted.
+
+    Raises:
+        RedisUnavailable: ``REDIS_URL`` is not set.
+        InvalidInput: auth is on and ``FLYWHEEL_API_TOKENS`` is unset or malformed.
+    """
     if settings.redis_url is None:
         raise RedisUnavailable(
             "serve-gateway needs the fleet's Redis: set REDIS_URL (e.g. from `flywheel redis`)"
         )
+    settings.api_identities()  # a malformed token list fails before anything starts
     single_threaded_models()
     with open_fleet(settings) as fleet:
         gw = build_gateway(fleet)
         try:
-            uvicorn.run(create_gateway_app(gw), host=host, port=port, log_level="info")
+            uvicorn.run(gateway_app(gw, settings), host=host, port=port, log_level="info")
         finally:
             gw.buffer.close()

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     api_auth: bool = True
     """Whether the HTTP API checks bearer tokens; false = every caller is ``anonymous``."""
 
+    # --- security ---
+    api_token: SecretStr | None = None
+    """Bearer token this process sends as a client (``flywheel replay --url``); ``--token``
+    overrides it."""
+
     def api_identities(self) -> dict[str, str]:
         """Bearer token -> identity, from ``FLYWHEEL_API_TOKENS`` (empty when unset).
 

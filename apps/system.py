@@ -7,7 +7,7 @@ Everything that runs flywheel (the loop, chat, the HTTP API, Slack, the demo, ev
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,10 +111,10 @@ def raw_client(r: redis.Redis) -> redis.Redis:
 
 
 @contextlib.contextmanager
-def open_system(settings: Settings, *, clock: Clock | None = None,
-                home: Path | None = None) -> Iterator[System]:
+def open_system(settings: Settings, *, clock: Clock | None = None, home: Path | None = None,
+                audit_context: Mapping[str, str] | None = None) -> Iterator[System]:
     """Open the fleet (embedded Redis if no ``REDIS_URL``) and build the system over it."""
-    with open_fleet(settings, clock=clock, home=home) as fleet:
+    with open_fleet(settings, clock=clock, home=home, audit_context=audit_context) as fleet:
         system = build_system(fleet, brain=brain_config(settings))
         try:
             yield system

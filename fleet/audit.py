@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,12 +34,22 @@ class AuditEntry:
 
 
 class Audit:
-    """Appends to and reads the audit stream. Entries are never edited or deleted."""
+    """Appends to and reads the audit stream. Entries are never edited or deleted.
 
-    def __init__(self, r: redis.Redis, keys: Keys, clock: Clock | None = None):
+    Args:
+        r: a decoding Redis client.
+        keys: the key layout.
+        clock: stamps entries.
+        context: details added to every entry this process writes, e.g. the CLI's
+            ``{"os_user": ...}`` beside the self-declared ``--user``.
+    """
+
+    def __init__(self, r: redis.Redis, keys: Keys, clock: Clock | None = None,
+                 context: Mapping[str, str] | None = None):
         self.r = r
         self.keys = keys
         self.clock = clock or SystemClock()
+        self.context = dict(context or {})
 
     def fields(
         self, actor: str, action: str, *, service: str = "", reason: str = "", **details: Any
@@ -50,7 +61,7 @@ class Audit:
             "action": action,
             "service": service,
             "reason": reason,
-            "details": json.dumps(details, sort_keys=True, default=str),
+            "details": json.dumps({**self.context, **details}, sort_keys=True, default=str),
         }
 
     def record(

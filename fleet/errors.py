@@ -46,6 +46,14 @@ class InvalidInput(FleetError):
     """Input failed validation; the message names the field and the allowed values."""
 
 
+class InvalidId(NotFound, InvalidInput):
+    """An id from outside (approval, incident, thread, service, version) is not of its form.
+
+    Checked before the id becomes part of a Redis key, so no id can name another key. Nothing
+    can have such an id, so it is also a :class:`NotFound` (HTTP 404, naming the form).
+    """
+
+
 class IntegrityError(FleetError):
     """Stored data does not match its recorded checksum; it must not be used."""
 

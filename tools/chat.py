@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool, InjectedToolCallId, tool
+from pydantic import StrictBool
 
 from fleet.actions.spec import ActionContext
 from fleet.errors import ApprovalRequired
@@ -117,7 +118,7 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
 
     @tool(parse_docstring=True)
     @guarded
-    def decide_approval(approval_id: str, approve: bool, config: RunnableConfig,
+    def decide_approval(approval_id: str, approve: StrictBool, config: RunnableConfig,
                         tool_call_id: Annotated[str, InjectedToolCallId],
                         reason: str = "") -> str:
         """Approve or reject a pending request as the chat user (who must be an approver).

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from fleet.approvals import ApprovalDecision, ApprovalRequest
 from fleet.incidents import Incident
@@ -132,8 +132,9 @@ class DecisionIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    approve: bool
-    """True to approve, False to reject."""
+    approve: StrictBool
+    """``true`` to approve, ``false`` to reject; nothing else counts (``"yes"`` and ``1`` are
+    422, never an approval)."""
     reason: str = Field("", max_length=2000)
     """Why; required to reject (it goes back to the agent)."""
     digest: str = Field(min_length=1, max_length=128)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from fleet.actions.spec import ActionSpec
 
@@ -81,7 +81,7 @@ class ApprovalDecision(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     approval_id: str
-    approved: bool
+    approved: StrictBool
     by: str
     """Who decided: one of the request's approvers, or ``system:expiry``."""
     reason: str = ""

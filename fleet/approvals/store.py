@@ -26,6 +26,7 @@ from fleet.errors import (
     UnknownApproval,
     WriteConflict,
 )
+from fleet.ids import check_approval_id
 from fleet.keys import Keys
 from fleet.schema import Policy
 
@@ -200,8 +201,9 @@ class ApprovalStore:
 
         Raises:
             UnknownApproval: no request has that id.
+            InvalidId: ``approval_id`` is not of the form of one.
         """
-        raw = self.r.hget(self.keys.approval(approval_id), "request")
+        raw = self.r.hget(self.keys.approval(check_approval_id(approval_id)), "request")
         if raw is None:
             raise UnknownApproval(approval_id)
         return ApprovalRequest.model_validate_json(raw)
@@ -212,7 +214,8 @@ class ApprovalStore:
         Raises:
             UnknownApproval: no request has that id.
         """
-        raw_req, raw = self.r.hmget(self.keys.approval(approval_id), ["request", "decision"])
+        key = self.keys.approval(check_approval_id(approval_id))
+        raw_req, raw = self.r.hmget(key, ["request", "decision"])
         if raw_req is None:
             raise UnknownApproval(approval_id)
         return ApprovalDecision.model_validate_json(raw) if raw else None
@@ -248,6 +251,8 @@ class ApprovalStore:
             InvalidInput: a rejection without a reason.
             AlreadyDecided: someone decided first (carries that decision).
         """
+        if not isinstance(approve, bool):  # a decision is True or False, never a truthy value
+            raise InvalidInput(f"approve must be true or false, not {approve!r}")
         req = self.get(approval_id)
         if by.startswith(MACHINE_IDENTITIES):
             raise PolicyViolation(
@@ -348,7 +353,7 @@ class ApprovalStore:
         A resumed thread still gets the write's stored result from the action ledger; a new
         attempt at the same action must ask again.
         """
-        key = self.keys.approval(approval_id)
+        key = self.keys.approval(check_approval_id(approval_id))
         if self.r.hsetnx(key, "consumed_at", repr(self.clock.now())):
             req = self.get(approval_id)
             pointer = self.keys.approval_open(req.incident, req.action_digest)

@@ -10,6 +10,7 @@ a thread hop only adds latency) and through the thread pool for large batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -114,8 +115,14 @@ def _errors(res: list[Prediction]) -> list[dict[str, Any]]:
         "rejected: ")} for i, p in enumerate(res) if p.rejected]
 
 
-def create_gateway_app(gateway: Gateway) -> FastAPI:
-    """Build the FastAPI app serving ``gateway``."""
+def create_gateway_app(gateway: Gateway, *, dependencies: Sequence[Any] = ()) -> FastAPI:
+    """Build the FastAPI app serving ``gateway``.
+
+    Args:
+        gateway: the core to serve.
+        dependencies: FastAPI dependencies of the model routes (``/healthz`` stays open), e.g.
+            the bearer-token check ``flywheel serve-gateway`` adds.
+    """
     app = FastAPI(title="flywheel gateway", version="1")
 
     @app.exception_handler(FleetError)
@@ -134,7 +141,7 @@ def create_gateway_app(gateway: Gateway) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.include_router(gateway_router(gateway))
+    app.include_router(gateway_router(gateway), dependencies=list(dependencies))
     return app
 
 

@@ -16,6 +16,7 @@ from redis.client import Pipeline
 from fleet.audit import Audit
 from fleet.clock import Clock, SystemClock
 from fleet.errors import InvalidInput, UnknownIncident, WriteConflict
+from fleet.ids import check_incident_id
 from fleet.incidents.lifecycle import Status, check_transition, parse_status, suppressed
 from fleet.incidents.records import Closure, Incident, Signal, check_kind
 from fleet.keys import Keys
@@ -132,6 +133,7 @@ class IncidentStore:
             InvalidInput: ``status`` is not a status.
             IllegalTransition: naming the current status and the allowed next ones.
         """
+        check_incident_id(incident_id)
         target = parse_status(status)
         return self._atomic(
             lambda pipe: self._transition(pipe, incident_id, target, actor, reason, resolution),
@@ -148,6 +150,7 @@ class IncidentStore:
             UnknownIncident: no incident has that id.
             InvalidInput: the text is blank.
         """
+        check_incident_id(incident_id)
         text = text.strip()
         if not text:
             raise InvalidInput(f"note for incident {incident_id!r} is empty; write one short line")
@@ -174,7 +177,7 @@ class IncidentStore:
         Raises:
             UnknownIncident: no incident has that id.
         """
-        h = self.r.hgetall(self.keys.incident(incident_id))
+        h = self.r.hgetall(self.keys.incident(check_incident_id(incident_id)))
         if not h:
             raise UnknownIncident(incident_id)
         return Incident.from_hash(h)

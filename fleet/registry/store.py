@@ -15,6 +15,7 @@ import redis
 from fleet.audit import Audit
 from fleet.clock import Clock, SystemClock
 from fleet.errors import AlreadyExists, InvalidInput, UnknownService, UnknownVersion
+from fleet.ids import check_service, check_version_number
 from fleet.keys import Keys, check_service_name
 from fleet.registry.artifacts import ArtifactStore
 from fleet.registry.records import Mode, ServiceRecord, VersionRecord, VersionStatus
@@ -89,14 +90,14 @@ class Registry:
         Raises:
             UnknownService: naming the known services.
         """
-        h = self.r.hgetall(self.keys.service(name))
+        h = self.r.hgetall(self.keys.service(check_service(name)))
         if not h:
             raise UnknownService(name, self.services())
         return ServiceRecord.from_hash(h)
 
     def generation(self, name: str) -> int:
         """Cheap read of the service's pointer generation (for reload checks)."""
-        g = self.r.hget(self.keys.service(name), "generation")
+        g = self.r.hget(self.keys.service(check_service(name)), "generation")
         if g is None:
             raise UnknownService(name, self.services())
         return int(g)
@@ -164,7 +165,7 @@ class Registry:
         Raises:
             UnknownService, UnknownVersion: naming what exists.
         """
-        h = self.r.hgetall(self.keys.version(service, number))
+        h = self.r.hgetall(self.keys.version(check_service(service), check_version_number(number)))
         if not h:
             self.service(service)
             raise UnknownVersion(service, number, [v.number for v in self.versions(service)])
@@ -172,7 +173,7 @@ class Registry:
 
     def versions(self, service: str) -> list[VersionRecord]:
         """All versions of a service, oldest first."""
-        last = int(self.r.get(self.keys.version_counter(service)) or 0)
+        last = int(self.r.get(self.keys.version_counter(check_service(service))) or 0)
         if not last:
             return []
         with self.r.pipeline(transaction=False) as pipe:

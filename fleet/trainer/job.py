@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 from threadpoolctl import threadpool_limits
 
-from fleet.errors import IntegrityError, InvalidInput
-from fleet.registry.artifacts import TRUSTED_PREFIXES
+from fleet.errors import InvalidInput
+from fleet.registry.trust import load_trusted
 from fleet.schema import Task
 from fleet.trainer import pipeline
 
@@ -212,13 +211,9 @@ def _best_window(
 
 
 def load_artifact(data: bytes) -> Any:
-    """Load skops bytes, trusting only the types :mod:`fleet.registry.artifacts` trusts.
+    """Load skops bytes, trusting only the allowlist of :mod:`fleet.registry.trust`.
 
     Raises:
-        IntegrityError: the bytes name a type outside :data:`TRUSTED_PREFIXES`.
+        IntegrityError: the bytes name a type off the allowlist.
     """
-    untrusted = sio.get_untrusted_types(data=data)
-    bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if bad:
-        raise IntegrityError(f"champion artifact contains untrusted types {bad}")
-    return sio.loads(data, trusted=untrusted)
+    return load_trusted(data, what="champion artifact")

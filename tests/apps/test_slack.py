@@ -177,8 +177,9 @@ class Harness:
                              slack_ids={"alice": "UALICE", "bob": "UBOB"})
 
     def click(self, action_id: str, user: str, message_ts: str, *, n: int | None = None,
-              **kw: Any) -> Any:
-        """Press a button of the posted prompt; ``n`` repeats an earlier click's delivery."""
+              value: str | None = None, **kw: Any) -> Any:
+        """Press a button of the posted prompt; ``n`` repeats an earlier click's delivery;
+        ``value`` forges the button's value."""
         [posted] = [c for c in self.api.made("chat.postMessage") if c.params.get("blocks")]
         [buttons] = [b for b in posted.params["blocks"] if b["type"] == "actions"]
         [button] = [e for e in buttons["elements"] if e["action_id"] == action_id]
@@ -192,7 +193,7 @@ class Harness:
             "channel": {"id": CHANNEL, "name": "approvals"},
             "message": {"type": "message", "ts": message_ts, "blocks": posted.params["blocks"]},
             "actions": [{"type": "button", "action_id": action_id,
-                         "block_id": buttons["block_id"], "value": button["value"],
+                         "block_id": buttons["block_id"], "value": value or button["value"],
                          "action_ts": f"1700000001.{n:06d}"}],
         }, **kw)
 
@@ -425,6 +426,19 @@ def test_expired_or_foreign_digest_is_refused(
     slack.click(APPROVE_ACTION, "UALICE", ts)
     [told] = slack.api.wait("chat.postEphemeral")
     assert "expired at 2023-11-14T22:28:20Z and can no longer be decided" in told.params["text"]
+    assert store.decision(request_.id) is None and slack.decided == []
+
+
+def test_a_forged_key_like_approval_id_is_refused_before_redis(
+    slack: Harness, request_: ApprovalRequest, store: ApprovalStore, r, keys
+) -> None:
+    ts = slack.prompt(request_)
+    pointer = f"open:{request_.incident}:{request_.action_digest}"
+    forged = json.dumps({"id": pointer, "digest": request_.action_digest})
+    assert slack.click(APPROVE_ACTION, "UALICE", ts, value=forged).status_code == 200
+    [told] = slack.api.wait("chat.postEphemeral")
+    assert "invalid approval id" in told.params["text"]
+    assert r.type(keys.approval(pointer)) == "string"
     assert store.decision(request_.id) is None and slack.decided == []
 
 
