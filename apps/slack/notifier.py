@@ -36,6 +36,8 @@ from fleet.registry import Registry
 
 log = logging.getLogger(__name__)
 
+OUTCOMES = ("resolved", "escalated", "failed")
+"""Incident statuses announced in the thread (broadcast to the channel)."""
 POST_TIMEOUT_S = 10
 """Seconds one Web API call may take (the notifier's thread waits, never the loop)."""
 
@@ -209,9 +211,13 @@ class SlackNotifier:
             self.client.chat_postMessage(channel=where.channel, thread_ts=where.ts, text=text)
             self.records.advanced(incident_id, steps[-1].id)
             rep.threads.append(incident_id)
-        if inc.status.terminal:
+        outcome = inc.status.value
+        if outcome in OUTCOMES and self.records.announced(incident_id) != outcome:
+            # Escalated is not terminal (a person may hand it back): announced, thread kept.
             self.client.chat_postMessage(channel=where.channel, thread_ts=where.ts,
                                          text=closing_line(inc), reply_broadcast=True)
+            self.records.announce(incident_id, outcome)
+        if inc.status.terminal:
             self.records.closed_thread(incident_id)
 
     def _steps(self, inc: Incident, cursor: str) -> list[AuditEntry]:

@@ -101,6 +101,14 @@ class SlackRecords:
         """The thread has summarised every audit entry up to ``cursor``."""
         self.r.hset(self.keys.slack_incident(incident_id), "cursor", cursor)
 
+    def announced(self, incident_id: str) -> str:
+        """The last outcome (escalated, resolved, failed) the thread announced ('' if none)."""
+        return self.r.hget(self.keys.slack_incident(incident_id), "announced") or ""
+
+    def announce(self, incident_id: str, status: str) -> None:
+        """Remember the outcome the thread just announced."""
+        self.r.hset(self.keys.slack_incident(incident_id), "announced", status)
+
     def open_threads(self) -> list[str]:
         """Incident ids whose thread is not closed yet."""
         return sorted(self.r.smembers(self.keys.slack_incidents))
