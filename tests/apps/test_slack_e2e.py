@@ -5,7 +5,9 @@ Two services whose policy gates rollbacks open a latency incident each; the runb
 the rollback approval. The loop (and serve: both own Slack) posts each prompt once; a click
 signed with Slack's v0 scheme, POSTed to serve's ``/slack/events``, decides one (the prompt is
 locked once, the rollback runs once); the CLI decides the other (the loop locks its prompt); a
-Slack retry of the click, delivered to a second serve process, does nothing more. Waits are bounded polls; nothing asserts timing.
+Slack retry of the click, delivered to a second serve process, does nothing more. A promotion
+asked for in chat is prompted with the holdout scores and, once clicked, run once by the one
+executor of approved chat requests. Waits are bounded polls; nothing asserts timing.
 """
 
 from __future__ import annotations
@@ -30,7 +32,17 @@ from apps.slack.blocks import APPROVE_ACTION, REJECT_ACTION
 from fleet.approvals import ApprovalRequest, ApprovalStore
 from fleet.clock import SystemClock
 from fleet.incidents import IncidentStore
-from tests.apps.test_loop import GATED, Worker, _audit, _env, _fleet, _latency, _register, _wait
+from tests.apps.test_loop import (
+    GATED,
+    Worker,
+    _audit,
+    _const,
+    _env,
+    _fleet,
+    _latency,
+    _register,
+    _wait,
+)
 from tests.apps.test_slack import Call, SlackWebAPIStandIn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +134,8 @@ def procs(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 def _click(serve_url: str, req: ApprovalRequest, prompt: Call, ts: str, *,
-           retry: int = 0, body: str | None = None) -> tuple[httpx.Response, str]:
+           retry: int = 0, body: str | None = None,
+           action_ts: str = "1700000001.000001") -> tuple[httpx.Response, str]:
     """POST a signed ``block_actions`` click on the prompt's Approve button to serve."""
     if body is None:
         [buttons] = [b for b in prompt.params["blocks"] if b["type"] == "actions"]
@@ -137,7 +150,7 @@ def _click(serve_url: str, req: ApprovalRequest, prompt: Call, ts: str, *,
             "message": {"type": "message", "ts": ts, "blocks": prompt.params["blocks"]},
             "actions": [{"type": "button", "action_id": APPROVE_ACTION,
                          "block_id": buttons["block_id"], "value": button["value"],
-                         "action_ts": "1700000001.000001"}],
+                         "action_ts": action_ts}],
         }
         body = urlencode({"payload": json.dumps(payload)})
     stamp = str(int(time.time()))
@@ -155,6 +168,10 @@ def test_slack_prompts_are_posted_once_decided_by_click_or_cli_and_locked_once(
     fleet = _fleet(r, keys, redis_url, tmp_path / "artifacts", SystemClock())
     for svc in ("slk-click", "slk-cli"):
         _register(fleet, svc, GATED)
+    _register(fleet, "slk-chat")
+    fleet.registry.add_version("slk-chat", _const(1), created_by="test",
+                               metrics={"holdout_accuracy": 0.9125,
+                                        "champion_holdout_accuracy": 0.8675})
     port = _free_port()
     serve_url = f"http://127.0.0.1:{port}"
     env = _env(REDIS_URL=redis_url, FLYWHEEL_PREFIX=keys.prefix, FLYWHEEL_HOME=str(tmp_path),
@@ -242,6 +259,31 @@ def test_slack_prompts_are_posted_once_decided_by_click_or_cli_and_locked_once(
     [cli_locked] = _updates(api, cli_ts)
     assert "Approved* by oncall" in json.dumps(cli_locked.params["blocks"])
     assert api.made("chat.postEphemeral") == []  # the retry told nobody anything
+    # A promotion asked for in chat (HTTP API): prompted in Slack with the holdout scores,
+    # approved by a click, executed once by the one executor (serve runs it at once; the
+    # loop's sweep finds it already done).
+    said = httpx.post(f"{serve_url}/v1/chat", json={"message": "promote slk-chat v3"},
+                      headers={"authorization": f"Bearer {API_TOKEN}"}, timeout=60)
+    assert said.status_code == 200, said.text
+    chat_req = _wait("the chat-made promotion request",
+                     lambda: next((a for a in approvals.pending()
+                                   if a.action.service == "slk-chat"), None), both)
+    assert isinstance(chat_req, ApprovalRequest) and chat_req.incident.startswith("chat-")
+    _wait("the chat request's prompt", lambda: _prompts(api, chat_req.id), both)
+    [chat_prompt] = _prompts(api, chat_req.id)
+    assert "*Holdout accuracy*: candidate `0.9125` · champion `0.8675`" in json.dumps(
+        chat_prompt.params["blocks"], ensure_ascii=False)
+    chat_ts = api.ts_of(chat_prompt)
+    resp, _ = _click(serve_url, chat_req, chat_prompt, chat_ts, action_ts="1700000002.000001")
+    assert resp.status_code == 200
+    _wait("slk-chat v3 to be champion",
+          lambda: fleet.registry.service("slk-chat").champion == 3, both)
+    _wait("the loop's sweep to see it done", lambda: not r.sismember(keys.approvals_chat,
+                                                                     chat_req.id), both)
+    assert [e.details.get("version") for e in _audit(r, keys, "registry.promote")
+            if e.service == "slk-chat"] == [1, 2, 3]  # setup v1, v2; the approved v3 once
+    assert len(_updates(api, chat_ts)) == 1
+
     # Each incident got its thread, opened and then closed with the outcome.
     for svc, inc in incs.items():
         _wait(f"{svc}'s incident thread to close", lambda i=inc: _closing(api, i), both)
