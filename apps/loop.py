@@ -140,7 +140,7 @@ class Loop:
         rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
         rep.errors = step.errors
         if getattr(self.system, "approved", None) is not None:  # approved chat-made requests
-            rep.executed = sorted(self.system.approved.sweep())
+            rep.executed = sorted(self.system.approved.sweep(owns=self.shards.owns))
         return rep
 
     def run_forever(self) -> None:

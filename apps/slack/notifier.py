@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 OUTCOMES = ("resolved", "escalated", "failed")
 """Incident statuses announced in the thread (broadcast to the channel)."""
+AUDIT_SCAN = 2000
+"""Most recent audit entries read per pass to summarise incident steps."""
 POST_TIMEOUT_S = 10
 """Seconds one Web API call may take (the notifier's thread waits, never the loop)."""
 
@@ -136,8 +138,8 @@ class SlackNotifier:
             ref = f"approval:{req.id}"
             if channel is None or self.records.prompt(req.id) is not None:
                 continue
-            if not self.records.claim_post(ref):
-                continue  # another process is posting it
+            if not self.records.claim_post(ref) or self.records.prompt(req.id) is not None:
+                continue  # another process is posting it (or just did)
             msg = blocks.approval_prompt(req, now=self.clock.now(), slack_ids=self.slack_ids)
             try:
                 resp = self.client.chat_postMessage(channel=channel, text=msg.text,
@@ -189,23 +191,29 @@ class SlackNotifier:
                 continue
             self.records.opened_thread(inc.id, Posted(str(resp["channel"]), str(resp["ts"])),
                                        "0-0")
-        for incident_id in self.records.open_threads():
+        following = self.records.open_threads()
+        # One read of the recent audit trail per pass, shared by every thread.
+        recent = self.audit.read(count=AUDIT_SCAN) if following else []
+        for incident_id in following:
             ref = f"thread:{incident_id}"
             if not self.records.claim_post(ref):
                 continue  # another process is writing this thread now
             try:
-                self._advance_thread(incident_id, rep)
+                self._advance_thread(incident_id, recent, rep)
             except Exception as exc:
                 rep.failed[ref] = f"{type(exc).__name__}: {exc}"[:200]
             finally:
                 self.records.release_post(ref)
 
-    def _advance_thread(self, incident_id: str, rep: SyncReport) -> None:
+    def _advance_thread(self, incident_id: str, recent: list[AuditEntry],
+                        rep: SyncReport) -> None:
         where, cursor = self.records.thread(incident_id)
         if where is None:
             return
         inc = self.incidents.get(incident_id)
-        steps = self._steps(inc, cursor)
+        after = _stream_id(cursor)
+        steps = [e for e in recent
+                 if e.details.get("incident") == inc.id and _stream_id(e.id) > after]
         if steps:
             text = "\n".join(step_line(e) for e in steps[-20:])
             self.client.chat_postMessage(channel=where.channel, thread_ts=where.ts, text=text)
@@ -219,11 +227,6 @@ class SlackNotifier:
             self.records.announce(incident_id, outcome)
         if inc.status.terminal:
             self.records.closed_thread(incident_id)
-
-    def _steps(self, inc: Incident, cursor: str) -> list[AuditEntry]:
-        after = _stream_id(cursor)
-        return [e for e in self.audit.read(service=inc.service, count=200)
-                if e.details.get("incident") == inc.id and _stream_id(e.id) > after]
 
 
 def step_line(e: AuditEntry) -> str:

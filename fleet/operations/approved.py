@@ -11,6 +11,7 @@ at once.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fleet.actions.spec import ActionContext
@@ -83,8 +84,13 @@ class ApprovedRequests:
                     "why": f"{a.name!r} requests run from their incident"}
         return {"status": "done", **res.stored(), "replayed": res.replayed}
 
-    def sweep(self) -> dict[str, dict[str, Any]]:
+    def sweep(self, owns: Callable[[str], bool] = lambda service: True
+              ) -> dict[str, dict[str, Any]]:
         """Watch pending chat-made requests; run each approved one; forget decided ones.
+
+        Args:
+            owns: whether this process handles a service (a loop worker's shards), so two
+                workers do not race for the same service's lease.
 
         Returns:
             Approval id -> what :meth:`execute` returned (or ``{"status": "error"}``), for the
@@ -98,6 +104,8 @@ class ApprovedRequests:
             try:
                 if self.approvals.decision(aid) is None:
                     continue  # still pending (or overdue: the driver expires it first)
+                if not owns(self.approvals.get(aid).action.service):
+                    continue
                 out[aid] = self.execute(aid)
             except UnknownApproval:
                 pass
