@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from apps.settings import Settings
 from apps.slack import blocks
 from apps.slack.blocks import Pointer
-from apps.slack.records import SlackRecords
+from apps.slack.records import LocalDeliveries, SlackRecords
 from fleet.approvals import ApprovalDecision, ApprovalRequest, ApprovalStore
 from fleet.errors import AlreadyDecided, FleetError, InvalidInput, NotFound, PolicyViolation
 from fleet.incidents import Incident
@@ -179,7 +177,7 @@ class _Handlers:
         self.on_decision = on_decision
         self.chat = chat
         self.records = records
-        self.seen: _Deliveries | SlackRecords = records or _Deliveries()
+        self.seen: LocalDeliveries | SlackRecords = records or LocalDeliveries()
 
     # Slack redelivers an event it thinks was lost (same event_id, X-Slack-Retry-Num set); a
     # repeat must not reply twice. A second click is a new action (new action_ts) and meets the
@@ -326,25 +324,6 @@ class _Handlers:
     @staticmethod
     def _tell(client: WebClient, user: str, channel: str, text: str) -> None:
         client.chat_postEphemeral(channel=channel, user=user, text=text)
-
-
-class _Deliveries:
-    """Ids of recent deliveries, bounded; ``first(id)`` is true once per id."""
-
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first(self, key: str) -> bool:
-        """Record ``key``; return whether it had not been seen."""
-        with self._lock:
-            if key in self._ids:
-                return False
-            self._ids[key] = None
-            if len(self._ids) > self.size:
-                self._ids.popitem(last=False)
-            return True
 
 
 def _delivery_id(body: Mapping[str, Any]) -> str | None:

@@ -9,6 +9,8 @@ Redis Cluster.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import redis
@@ -117,3 +119,25 @@ class SlackRecords:
         """The incident ended and its thread says so: stop following it."""
         self.r.srem(self.keys.slack_incidents, incident_id)
         self.r.expire(self.keys.slack_incident(incident_id), RECORD_TTL_S)
+
+
+class LocalDeliveries:
+    """Ids of recent deliveries in this process only, bounded; ``first(id)`` is true once per id.
+
+    The fallback when no Redis is shared (:meth:`SlackRecords.first` is the fleet-wide one).
+    """
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        """Record ``key``; return whether it had not been seen."""
+        with self._lock:
+            if key in self._ids:
+                return False
+            self._ids[key] = None
+            if len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+            return True

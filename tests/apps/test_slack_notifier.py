@@ -16,8 +16,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 
 from apps.serving import http_server
+from apps.slack import build_slack_app, mount
+from apps.slack.blocks import APPROVE_ACTION
 from apps.slack.notifier import SlackNotifier, retrying_client
 from apps.slack.records import SlackRecords
 from apps.system import System, build_system
@@ -27,7 +30,7 @@ from fleet.incidents import Signal
 from fleet.operations.approved import ApprovedRequests
 from fleet.schema import Policy
 from tests.apps.test_loop import _audit, _fleet, _register
-from tests.apps.test_slack import Call, SlackWebAPIStandIn
+from tests.apps.test_slack import SECRET, Call, Harness, SlackWebAPIStandIn
 
 CHANNEL = "CDEFAULT"
 
@@ -225,3 +228,37 @@ def test_an_approved_chat_request_runs_once_whichever_channel_approved_it(
     promotions = [e for e in _audit(r, keys, "registry.promote") if e.details.get("version") == 1
                   and e.service == "svc"]
     assert len(promotions) == 2  # the setup's and the approved one, not a third
+
+
+def test_a_slack_retry_to_another_process_is_dropped_and_the_prompt_locked_once(
+        system: System, web_api) -> None:
+    """Two Slack apps (two serve processes) and a notifier share their records in Redis."""
+    api, url = web_api
+    f = system.fleet
+    apps = [build_slack_app(approvals=system.approvals, signing_secret=SECRET,
+                            bot_token="xoxb-test", approvers={"UONCALL": "oncall"},
+                            api_url=url, records=SlackRecords(f.r, f.keys, name))
+            for name in ("serve-1", "serve-2")]
+    n = _notifier(system, url, "loop")
+    req = _ask_promotion(system)
+    n.sync()
+    [prompt] = _prompts(api)
+    ts = api.answered_ts(prompt)
+    with TestClient(mount(FastAPI(), apps[0])) as one, TestClient(mount(FastAPI(), apps[1])) as two:
+        h1 = Harness(one, api, apps[0].client, [], [])
+        h2 = Harness(two, api, apps[1].client, [], [])
+        h1.click(APPROVE_ACTION, "UONCALL", ts, n=7)
+        [update] = api.wait("chat.update")
+        assert h2.click(APPROVE_ACTION, "UONCALL", ts, n=7,
+                        headers={"x-slack-retry-num": "1"}).status_code == 200
+        # A later, distinct click on the second app is handled: once it has answered, the
+        # retry (dropped before any listener) is known to have done nothing.
+        h2.click(APPROVE_ACTION, "UONCALL", ts, n=8)
+        [told] = api.wait("chat.postEphemeral")
+    assert "already approved by oncall" in told.params["text"]
+    assert n.sync().locked == []  # the click's process locked it; the notifier does not again
+    updates = api.made("chat.update")
+    assert updates[0] is update and update.params["ts"] == ts
+    assert len(updates) == 2  # the click's lock, and the later click's "already decided" view
+    d = system.approvals.decision(req.id)
+    assert d is not None and d.approved
