@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from apps.settings import Settings
 from apps.slack import blocks
 from apps.slack.blocks import Pointer
+from apps.slack.notifier import retrying_client
 from apps.slack.records import LocalDeliveries, SlackRecords
 from fleet.approvals import ApprovalDecision, ApprovalRequest, ApprovalStore
 from fleet.errors import AlreadyDecided, FleetError, InvalidInput, NotFound, PolicyViolation
@@ -117,10 +118,11 @@ def slack_app_from_settings(
 
 
 def web_client(bot_token: str, api_url: str | None = None) -> WebClient:
-    """A Web API client for ``bot_token``; ``api_url`` points it elsewhere than Slack."""
-    if api_url is None:
-        return WebClient(token=bot_token)
-    return WebClient(token=bot_token, base_url=api_url.rstrip("/") + "/")
+    """A Web API client for ``bot_token``; ``api_url`` points it elsewhere than Slack.
+
+    It retries 429 (after ``Retry-After``), 5xx and dropped connections.
+    """
+    return retrying_client(bot_token, api_url)
 
 
 def thread_key(channel: str, thread_ts: str) -> str:

@@ -16,7 +16,7 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -33,6 +33,10 @@ from fleet.clock import Clock
 from fleet.errors import FleetError
 from fleet.incidents import Incident, IncidentStore
 from fleet.registry import Registry
+
+if TYPE_CHECKING:
+    from apps.settings import Settings
+    from apps.system import System
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +112,8 @@ class SlackNotifier:
         while not self._stop.is_set():
             try:
                 rep = self.sync()
+                if rep.posted or rep.locked:
+                    log.info("slack: posted %s, locked %s", rep.posted, rep.locked)
                 if rep.failed:
                     log.warning("slack: %d post(s) failed, retried next pass: %s",
                                 len(rep.failed), rep.failed)
@@ -248,7 +254,7 @@ def _stream_id(sid: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
-def notifier_from_settings(settings: Any, system: Any) -> SlackNotifier | None:
+def notifier_from_settings(settings: Settings, system: System) -> SlackNotifier | None:
     """A notifier for ``system`` when Slack is configured (bot token set), else None."""
     if settings.slack_bot_token is None:
         return None
