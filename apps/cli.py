@@ -226,7 +226,7 @@ def run(
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(message)s")
-    with open_system(settings) as system:
+    with open_system(settings, notify=not once) as system:
         loop = Loop(system, LoopConfig(shards=shards, tick_interval_s=interval))
         if once:
             console.print(loop.run_once().__dict__)

@@ -54,6 +54,7 @@ class PassReport:
     started: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    executed: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -138,6 +139,8 @@ class Loop:
         step = self.system.driver.step()
         rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
         rep.errors = step.errors
+        if getattr(self.system, "approved", None) is not None:  # approved chat-made requests
+            rep.executed = sorted(self.system.approved.sweep(owns=self.shards.owns))
         return rep
 
     def run_forever(self) -> None:

@@ -23,6 +23,7 @@ from fleet.incidents import IncidentStore
 from fleet.monitor import Monitor, MonitorConfig
 from fleet.monitor.service import MonitorService
 from fleet.operations import Operations
+from fleet.operations.approved import ApprovedRequests
 from fleet.trainer import Trainer
 from graphs.assembly import GraphOptions, build_incident_runner
 from graphs.checkpointer import RedisSaver
@@ -50,9 +51,15 @@ class System:
     brains: BrainFactory
     runner: IncidentRunner
     driver: Driver
+    approved: ApprovedRequests | None = None
+    """Runs approved chat-made requests once (the loop sweeps it every pass)."""
+    notifier: Any = None
+    """Keeps Slack in step (``apps.slack.notifier``), when this process owns Slack."""
 
     def close(self) -> None:
-        """Stop worker processes."""
+        """Stop the notifier and worker processes."""
+        if self.notifier is not None:
+            self.notifier.stop()
         self.trainer.close()
 
 
@@ -99,7 +106,7 @@ def build_system(
                                    options=options)
     driver = Driver(runner, incidents=incidents, approvals=approvals, clock=clock)
     return System(fleet, trainer, ops, approvals, incidents, monitor, service, deps, usage,
-                  brains, runner, driver)
+                  brains, runner, driver, ApprovedRequests(ops))
 
 
 def raw_client(r: redis.Redis) -> redis.Redis:
@@ -112,11 +119,33 @@ def raw_client(r: redis.Redis) -> redis.Redis:
 
 @contextlib.contextmanager
 def open_system(settings: Settings, *, clock: Clock | None = None, home: Path | None = None,
-                audit_context: Mapping[str, str] | None = None) -> Iterator[System]:
-    """Open the fleet (embedded Redis if no ``REDIS_URL``) and build the system over it."""
+                audit_context: Mapping[str, str] | None = None,
+                notify: bool = False) -> Iterator[System]:
+    """Open the fleet (embedded Redis if no ``REDIS_URL``) and build the system over it.
+
+    ``audit_context``: fields every audit entry of this process carries (the CLI's ``os_user``).
+    ``notify``: this process owns Slack (``flywheel run``, ``flywheel serve``): when Slack is
+    configured, a notifier thread posts approval prompts and incident threads.
+    """
     with open_fleet(settings, clock=clock, home=home, audit_context=audit_context) as fleet:
         system = build_system(fleet, brain=brain_config(settings))
+        if notify:
+            system.notifier = _slack_notifier(settings, system)
         try:
             yield system
         finally:
             system.close()
+
+
+def _slack_notifier(settings: Settings, system: System) -> Any:
+    """Start the Slack notifier when Slack is configured; None otherwise."""
+    if settings.slack_bot_token is None:
+        return None
+    try:
+        from apps.slack.notifier import notifier_from_settings
+    except ImportError:
+        return None  # a build without Slack; serve says so when it mounts the app
+    notifier = notifier_from_settings(settings, system)
+    if notifier is not None:
+        notifier.start()
+    return notifier

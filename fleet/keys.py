@@ -40,6 +40,16 @@ key                                   type      holds
 ``P:approval:step:INC:STEP:DIGEST``   string    id of the request one step (tool call) made, so
                                                 the step re-run on resume gets it back
 ``P:act:KEY``                         hash      idempotency record of one side effect
+``P:approvals:chat``                  set       chat-made approval ids whose approval the loop
+                                                watches, to run them once approved
+``P:slack:approval:ID``               hash      the Slack prompt of one approval: channel, ts,
+                                                locked (claimed once by whoever updates it)
+``P:slack:claim:ID``                  string    lease: the process posting one Slack message
+``P:slack:open``                      set       approval ids whose prompt is posted, not locked
+``P:slack:incident:ID``               hash      the Slack thread of one incident: channel, ts,
+                                                audit cursor of the steps already summarised
+``P:slack:incidents``                 set       incident ids whose thread is not closed yet
+``P:slack:delivery:ID``               string    a Slack delivery already handled (retries), TTL
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
 ``P:loop:shard:N``                    string    lease: the loop worker owning shard N
 ``P:loop:incident:ID``                string    lease: the loop worker advancing incident ID
@@ -159,6 +169,37 @@ class Keys:
     def action(self, key: str) -> str:
         """Idempotency record of one side effect."""
         return self._fleet(f"act:{key}")
+
+    @property
+    def approvals_chat(self) -> str:
+        """Set of chat-made approval ids to run once approved (see fleet/operations/approved)."""
+        return self._fleet("approvals:chat")
+
+    def slack_approval(self, approval_id: str) -> str:
+        """Hash of the Slack prompt of one approval (channel, ts, locked)."""
+        return self._fleet(f"slack:approval:{approval_id}")
+
+    def slack_claim(self, ref: str) -> str:
+        """Lease held while one process posts one Slack message (``ref``: approval or incident)."""
+        return self._fleet(f"slack:claim:{ref}")
+
+    @property
+    def slack_open(self) -> str:
+        """Set of approval ids whose Slack prompt is posted and not yet locked."""
+        return self._fleet("slack:open")
+
+    def slack_incident(self, incident_id: str) -> str:
+        """Hash of the Slack thread of one incident (channel, ts, audit cursor)."""
+        return self._fleet(f"slack:incident:{incident_id}")
+
+    @property
+    def slack_incidents(self) -> str:
+        """Set of incident ids whose Slack thread is not closed yet."""
+        return self._fleet("slack:incidents")
+
+    def slack_delivery(self, delivery_id: str) -> str:
+        """Marker of one Slack delivery already handled (so a retry does nothing more)."""
+        return self._fleet(f"slack:delivery:{delivery_id}")
 
     def checkpoint_prefix(self) -> str:
         """Prefix under which the LangGraph checkpointer keeps its keys."""

@@ -207,6 +207,9 @@ class Policy(BaseModel):
     the shipped model itself."""
     thresholds: dict[str, float] = Field(default_factory=dict)
     """Per-detector threshold overrides (names documented in fleet/monitor)."""
+    slack_channel: str | None = Field(None, max_length=80)
+    """Slack channel (id) for this service's approval prompts and incident threads; None: the
+    fleet's default (``FLYWHEEL_SLACK_CHANNEL``)."""
 
     def requires_approval(self, action: str) -> bool:
         """Return whether ``action`` needs a human decision under this policy."""

@@ -17,6 +17,7 @@ from pydantic import StrictBool
 
 from fleet.actions.spec import ActionContext
 from fleet.errors import ApprovalRequired
+from fleet.operations.approved import ApprovedRequests, chat_made
 from tools.deps import ToolDeps
 from tools.results import Status, error, guarded, ok, result
 
@@ -34,11 +35,12 @@ def _ctx(config: RunnableConfig, reason: str, step: str) -> ActionContext:
                          thread_id=thread, step=step)
 
 
-def _request(write: Callable[[str | None], Any]) -> str:
+def _request(write: Callable[[str | None], Any], approved: ApprovedRequests) -> str:
     try:
         res = write(None)
     except ApprovalRequired as exc:
         req = exc.request
+        approved.watch(req.id)  # runs once approved, whichever channel approves it
         return result(Status.APPROVAL_REQUIRED, approval_id=req.id, action=req.action.describe(),
                       approvers=list(req.approvers), expires_at=req.expires_at,
                       how=f"an approver says: approve {req.id}")
@@ -48,6 +50,7 @@ def _request(write: Callable[[str | None], Any]) -> str:
 def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
     """Tools of the chat agent."""
     ops, reg = deps.ops, deps.registry
+    approved = ApprovedRequests(ops)
 
     @tool(parse_docstring=True)
     @guarded
@@ -142,10 +145,11 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
         d = deps.approvals.decide(approval_id, approve=approve, by=_user(config),
                                   reason=reason, digest=req.action_digest)
         out: dict[str, Any] = {"approval_id": approval_id, "approved": d.approved, "by": d.by}
-        if d.approved and req.incident.startswith("chat-"):
-            # A chat-made request has no graph thread to resume: run it now, bound to approval.
-            out["executed"] = _execute(ops, req, approval_id, tool_call_id)
-        elif not req.incident.startswith("chat-"):
+        if d.approved and chat_made(req):
+            # A chat-made request has no graph thread to resume: run it now, bound to approval
+            # (the same executor the loop runs for approvals made elsewhere: it runs once).
+            out["executed"] = approved.execute(approval_id)
+        elif not chat_made(req):
             out["note"] = f"incident {req.incident} resumes on the loop's next pass"
         return ok(**out)
 
@@ -159,7 +163,7 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
             service: service name.
         """
         c = _ctx(config, f"retrain requested in chat by {_user(config)}", tool_call_id)
-        return _request(lambda a: ops.retrain(service, c, approval_id=a))
+        return _request(lambda a: ops.retrain(service, c, approval_id=a), approved)
 
     @tool(parse_docstring=True)
     @guarded
@@ -171,7 +175,7 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
             service: service name.
         """
         c = _ctx(config, f"rollback requested in chat by {_user(config)}", tool_call_id)
-        return _request(lambda a: ops.rollback(service, c, approval_id=a))
+        return _request(lambda a: ops.rollback(service, c, approval_id=a), approved)
 
     @tool(parse_docstring=True)
     @guarded
@@ -184,27 +188,9 @@ def make_chat_tools(deps: ToolDeps) -> list[BaseTool]:
             version: version number.
         """
         c = _ctx(config, f"promotion requested in chat by {_user(config)}", tool_call_id)
-        return _request(lambda a: ops.promote(service, version, c, approval_id=a))
+        return _request(lambda a: ops.promote(service, version, c, approval_id=a), approved)
 
     return [fleet_status, service_status, list_incidents, explain_service,
             list_pending_approvals, decide_approval, request_retrain, request_rollback,
             request_promotion]
 
-
-def _execute(ops: Any, req: Any, approval_id: str, step: str) -> dict[str, Any]:
-    a = req.action
-    ctx = ActionContext(incident=req.incident, actor=req.requested_by,
-                        reason=req.rationale[:2000] or "approved request", thread_id=req.incident,
-                        step=f"approved-{approval_id}")
-    if a.name == "promote":
-        res = ops.promote(a.service, int(a.args["version"]), ctx, approval_id=approval_id)
-    elif a.name == "retire":
-        res = ops.retire(a.service, int(a.args["version"]), ctx, approval_id=approval_id)
-    elif a.name == "rollback":
-        res = ops.rollback(a.service, ctx, to=a.args.get("to"), approval_id=approval_id)
-    elif a.name == "retrain":
-        res = ops.retrain(a.service, ctx, rows=a.args.get("rows"), seed=a.args.get("seed", 0),
-                          since_ts=a.args.get("since_ts"), approval_id=approval_id)
-    else:
-        return {"status": "not_executed", "why": f"{a.name!r} requests run from their incident"}
-    return {"status": "done", **res.stored()}

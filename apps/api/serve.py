@@ -34,7 +34,7 @@ def serve_api_forever(settings: Settings, *, host: str, port: int) -> None:
         log.warning("REDIS_URL is not set: serving a fresh private Redis (an empty fleet); set "
                     "REDIS_URL to the fleet's Redis")
     single_threaded_models()
-    with open_system(settings) as system:
+    with open_system(settings, notify=True) as system:
         gateway = build_gateway(system.fleet)
         chat = _chat(system)
         try:
@@ -77,8 +77,16 @@ def _slack(settings: Settings, system: System, chat: Chat | None) -> Iterator[An
         # "slack", which no policy lists, so decisions stay with the Approve / Reject buttons.
         return "".join(chat(thread_key, text, "slack")) if chat else ""
 
+    from apps.slack.records import SlackRecords
+
+    def on_decision(approval_id: str) -> None:
+        # A chat-made request has no agent thread: run it now (once, whoever else tries).
+        if system.approved is not None:
+            system.approved.execute(approval_id)
+
     slack = slack_app_from_settings(settings, approvals=system.approvals,
-                                    chat=slack_chat if chat else None)
+                                    chat=slack_chat if chat else None, on_decision=on_decision,
+                                    records=SlackRecords(system.fleet.r, system.fleet.keys))
     if settings.slack_app_token is not None:
         handler = socket_mode_handler(slack, settings.slack_app_token.get_secret_value())
         handler.connect()

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from apps.settings import Settings
 from apps.slack import blocks
 from apps.slack.blocks import Pointer
+from apps.slack.notifier import retrying_client
+from apps.slack.records import LocalDeliveries, SlackRecords
 from fleet.approvals import ApprovalDecision, ApprovalRequest, ApprovalStore
 from fleet.errors import AlreadyDecided, FleetError, InvalidInput, NotFound, PolicyViolation
 from fleet.incidents import Incident
@@ -51,6 +51,7 @@ def build_slack_app(
     client: WebClient | None = None,
     api_url: str | None = None,
     process_before_response: bool = False,
+    records: SlackRecords | None = None,
 ) -> App:
     """Build the Bolt app; no network I/O until the first request (then ``auth.test``, once).
 
@@ -65,6 +66,9 @@ def build_slack_app(
         client: the Web API client to use; default: a new one for ``bot_token``.
         api_url: base URL of the Web API when ``client`` is not given (default: Slack's).
         process_before_response: True on FaaS, where nothing may run after the response.
+        records: the Slack records shared in Redis: retries are then dropped across processes,
+            and a prompt is locked once whichever process (this app or a notifier) gets there
+            first. None: in-process only.
     """
     client = client or web_client(bot_token, api_url)
     app = App(
@@ -72,7 +76,7 @@ def build_slack_app(
         token_verification_enabled=False,  # auth.test on the first request, not at build time
         process_before_response=process_before_response, logger=log,
     )
-    h = _Handlers(approvals, dict(approvers), on_decision, chat)
+    h = _Handlers(approvals, dict(approvers), on_decision, chat, records)
     app.middleware(h.drop_redeliveries)
     app.action(blocks.APPROVE_ACTION)(ack=_ack, lazy=[h.approve])
     app.action(blocks.REJECT_ACTION)(ack=_ack, lazy=[h.open_reject_modal])
@@ -90,6 +94,7 @@ def slack_app_from_settings(
     approvals: ApprovalStore,
     on_decision: OnDecision | None = None,
     chat: Chat | None = None,
+    records: SlackRecords | None = None,
 ) -> App:
     """Build the Slack app from the ``FLYWHEEL_SLACK_*`` settings.
 
@@ -108,15 +113,16 @@ def slack_app_from_settings(
         approvals=approvals, signing_secret=secret.get_secret_value() if secret else "",
         bot_token=settings.slack_bot_token.get_secret_value(),
         approvers=settings.slack_approvers, on_decision=on_decision, chat=chat,
-        api_url=settings.slack_api_url,
+        api_url=settings.slack_api_url, records=records,
     )
 
 
 def web_client(bot_token: str, api_url: str | None = None) -> WebClient:
-    """A Web API client for ``bot_token``; ``api_url`` points it elsewhere than Slack."""
-    if api_url is None:
-        return WebClient(token=bot_token)
-    return WebClient(token=bot_token, base_url=api_url.rstrip("/") + "/")
+    """A Web API client for ``bot_token``; ``api_url`` points it elsewhere than Slack.
+
+    It retries 429 (after ``Retry-After``), 5xx and dropped connections.
+    """
+    return retrying_client(bot_token, api_url)
 
 
 def thread_key(channel: str, thread_ts: str) -> str:
@@ -165,18 +171,20 @@ class _Handlers:
     """The listeners' work; each lazy method runs in a worker thread after Slack got its ack."""
 
     def __init__(self, approvals: ApprovalStore, approvers: dict[str, str],
-                 on_decision: OnDecision | None, chat: Chat | None):
+                 on_decision: OnDecision | None, chat: Chat | None,
+                 records: SlackRecords | None = None):
         self.approvals = approvals
         self.approvers = approvers
         self.slack_ids = {identity: uid for uid, identity in approvers.items()}
         self.on_decision = on_decision
         self.chat = chat
-        self.seen = _Deliveries()
+        self.records = records
+        self.seen: LocalDeliveries | SlackRecords = records or LocalDeliveries()
 
     # Slack redelivers an event it thinks was lost (same event_id, X-Slack-Retry-Num set); a
     # repeat must not reply twice. A second click is a new action (new action_ts) and meets the
-    # first decision in Redis instead. In-process only: a redelivery to another process is
-    # answered again, but decisions stay single (first wins in Redis).
+    # first decision in Redis instead. With ``records`` the handled deliveries are kept in
+    # Redis, so a redelivery to another process is dropped too.
     def drop_redeliveries(self, request: BoltRequest, body: dict[str, Any],
                           next: Callable[[], BoltResponse]) -> BoltResponse | None:
         """Global middleware: acknowledge and skip a delivery this process has already handled."""
@@ -265,7 +273,7 @@ class _Handlers:
         except (PolicyViolation, InvalidInput) as exc:  # expired, or another action's digest
             self._tell(client, user, pointer.channel, f":no_entry: {exc}")
             return
-        self._lock(client, pointer, req, decision)
+        self._lock(client, pointer, req, decision, first=True)
         if self.on_decision is not None:
             try:
                 self.on_decision(pointer.approval_id)
@@ -294,33 +302,30 @@ class _Handlers:
                    blocks.already_decided_text(req, first, self.slack_ids))
 
     def _lock(self, client: WebClient, pointer: Pointer, req: ApprovalRequest,
-              decision: ApprovalDecision) -> None:
+              decision: ApprovalDecision, *, first: bool = False) -> None:
+        """Show the decision and drop the buttons.
+
+        After a fresh decision, only if no other process (a notifier that saw it first) has
+        locked the prompt already.
+        """
+        claimed = self.records is not None and self.records.claim_lock(req.id)
+        if first and self.records is not None and not claimed:
+            self.records.locked(req.id)
+            return
         msg = blocks.decided_prompt(req, decision, slack_ids=self.slack_ids)
-        client.chat_update(channel=pointer.channel, ts=pointer.message_ts, text=msg.text,
-                           blocks=msg.blocks)
+        try:
+            client.chat_update(channel=pointer.channel, ts=pointer.message_ts, text=msg.text,
+                               blocks=msg.blocks)
+        except Exception:
+            if claimed and self.records is not None:
+                self.records.release_lock(req.id)  # a notifier locks it on its next pass
+            raise
+        if self.records is not None:
+            self.records.locked(req.id)
 
     @staticmethod
     def _tell(client: WebClient, user: str, channel: str, text: str) -> None:
         client.chat_postEphemeral(channel=channel, user=user, text=text)
-
-
-class _Deliveries:
-    """Ids of recent deliveries, bounded; ``first(id)`` is true once per id."""
-
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def first(self, key: str) -> bool:
-        """Record ``key``; return whether it had not been seen."""
-        with self._lock:
-            if key in self._ids:
-                return False
-            self._ids[key] = None
-            if len(self._ids) > self.size:
-                self._ids.popitem(last=False)
-            return True
 
 
 def _delivery_id(body: Mapping[str, Any]) -> str | None:

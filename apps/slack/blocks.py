@@ -164,9 +164,27 @@ def _request_blocks(request: ApprovalRequest) -> list[dict[str, Any]]:
          "text": _md(_clip(f"*Why* ({esc(request.requested_by)})\n{esc(request.rationale)}",
                            _MAX_SECTION))},
     ]
+    scores = holdout_line(request.evidence)
+    if scores:
+        blocks.append({"type": "section", "block_id": "holdout", "text": _md(scores)})
     if request.evidence:
         blocks.append({"type": "section", "text": _md(evidence_lines(request.evidence))})
     return blocks
+
+
+def holdout_line(evidence: Mapping[str, Any]) -> str:
+    """The candidate's and the champion's holdout scores side by side ('' when not in evidence).
+
+    >>> holdout_line({"holdout_accuracy": 0.91234, "champion_holdout_accuracy": 0.87})
+    '*Holdout accuracy*: candidate `0.9123` · champion `0.87`'
+    """
+    for key, value in evidence.items():
+        if key.startswith("holdout_") and key != "holdout_rows":
+            metric = key.removeprefix("holdout_")
+            champion = evidence.get(f"champion_holdout_{metric}")
+            line = f"*Holdout {esc(metric)}*: candidate `{fmt(value)}`"
+            return line + (f" · champion `{fmt(champion)}`" if champion is not None else "")
+    return ""
 
 
 def evidence_lines(evidence: Mapping[str, Any]) -> str:
