@@ -22,7 +22,9 @@ def test_decide_approval_refuses_truthy_non_booleans(r, keys, clock) -> None:
                       thread_id="inc-1"),
         Policy(approvers=("alice",)),
     )
-    deps = SimpleNamespace(ops=None, registry=None, approvals=approvals)
+    # Only the approval store is used by decide_approval; the executor needs ops.approvals.
+    deps = SimpleNamespace(ops=SimpleNamespace(approvals=approvals), registry=None,
+                           approvals=approvals)
     tool = {t.name: t for t in make_chat_tools(deps)}["decide_approval"]  # type: ignore[arg-type]
     config = {"configurable": {"user": "alice", "said": f"approve {req.id}"}}
     for approve in ("yes", 1, "true"):
