@@ -55,6 +55,8 @@ class PassReport:
     resumed: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    trainer: str = "ok"
+    """The trainer's health: ``ok``, ``rebuilt N times`` or ``broken: why``."""
 
 
 class ShardOwner:
@@ -110,6 +112,7 @@ class ShardOwner:
             self.leases.release(self.keys.loop_shard(s))
         self.owned = set()
         self.r.zrem(self.keys.loop_workers, self.leases.owner)
+        self.r.hdel(self.keys.loop_trainers, self.leases.owner)
 
 
 class Loop:
@@ -138,7 +141,22 @@ class Loop:
         step = self.system.driver.step()
         rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
         rep.errors = step.errors
+        rep.trainer = self.report_trainer()
         return rep
+
+    def report_trainer(self) -> str:
+        """Check the trainer (a broken pool is replaced here) and publish its health in Redis.
+
+        ``/healthz`` reads what every live worker published (``keys.loop_trainers``).
+        """
+        health = self.system.trainer.health()
+        fleet = self.system.fleet
+        fleet.r.hset(fleet.keys.loop_trainers, self.leases.owner,
+                     json.dumps({**health.to_dict(), "at": time.time()}))
+        if health.state == "broken":
+            log.warning(json.dumps({"event": "loop.trainer_broken", "worker": self.leases.owner,
+                                    "error": health.error}))
+        return health.summary
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT or :meth:`stop`; Redis outages back off and retry."""

@@ -16,6 +16,7 @@ import redis
 
 from apps.runtime import Fleet, open_fleet
 from apps.settings import Settings
+from apps.training import build_trainer
 from fleet.actions import ActionLedger, Limits
 from fleet.approvals import ApprovalStore
 from fleet.clock import Clock
@@ -58,7 +59,9 @@ class System:
 
 def brain_config(settings: Settings) -> BrainConfig:
     """The agents' model settings (``FLYWHEEL_MODEL`` unset = runbook brain only)."""
-    return BrainConfig(model=settings.model)
+    return BrainConfig(model=settings.model, timeout=settings.llm_timeout_s,
+                       max_retries=settings.llm_max_retries,
+                       token_budget=settings.llm_token_budget)
 
 
 def brain_factory(config: BrainConfig, usage: UsageTracker) -> BrainFactory:
@@ -115,7 +118,8 @@ def open_system(settings: Settings, *, clock: Clock | None = None,
                 home: Path | None = None) -> Iterator[System]:
     """Open the fleet (embedded Redis if no ``REDIS_URL``) and build the system over it."""
     with open_fleet(settings, clock=clock, home=home) as fleet:
-        system = build_system(fleet, brain=brain_config(settings))
+        system = build_system(fleet, brain=brain_config(settings),
+                              trainer=build_trainer(settings, fleet.registry))
         try:
             yield system
         finally:

@@ -16,7 +16,7 @@ from fleet.actions.spec import ActionContext, ActionSpec
 from fleet.approvals import ApprovalStore
 from fleet.approvals.records import EvidenceValue
 from fleet.audit import Audit
-from fleet.errors import FleetError, InvalidInput
+from fleet.errors import FleetError, InvalidInput, TrainingFailed
 from fleet.operations.gate import Gate, Leases, Write
 from fleet.operations.results import DeployResult, QuarantineResult, RetrainResult
 from fleet.registry import Registry, ServiceRecord
@@ -336,11 +336,15 @@ class Operations:
         keeps the one the holdout prefers (for a retrain after a change of concept).
 
         Blocks until the trainer is done; holds the service's training lease (not its deploy
-        lease, so a rollback is never held up by training).
+        lease, so a rollback is never held up by training). A job that fails (its fit raised,
+        its worker died) is tried again at once, until the service has failed
+        ``policy.max_retrain_failures`` retrains in a row; each failure is audited.
 
         Raises:
             InvalidInput: ``rows`` is not positive, or the window cannot be trained on.
-            LimitExceeded: retraining failed ``max_retrain_failures`` times in a row.
+            TrainingFailed: the job failed on every try the policy allows; the message names
+                the last error, for the person the incident is escalated to.
+            LimitExceeded: retraining failed ``max_retrain_failures`` times in a row before.
         """
         s = self.registry.service(svc)
         n = s.policy.train_window if rows is None else rows
@@ -370,7 +374,30 @@ class Operations:
             needs_approval=s.policy.requires_approval("retrain"), risk="low",
             retry_safe=True, lane="train",
         )
-        return self._go(RetrainResult, w, ctx, approval_id)
+        return self._retried(w, ctx, approval_id)
+
+    def _retried(self, w: Write, ctx: ActionContext, approval_id: str | None) -> RetrainResult:
+        """Run a retrain write, again after a failed job while the failure count allows.
+
+        The gate counts each failure (``Limits.record_failure``) and audits it; a success resets
+        the count. A failed job leaves its ledger record ``failed``, so the same write may run
+        again within the incident.
+        """
+        svc, policy = w.spec.service, w.policy
+        for _ in range(max(1, policy.max_retrain_failures)):
+            try:
+                return self._go(RetrainResult, w, ctx, approval_id)
+            except TrainingFailed as exc:
+                last = exc
+                if self.limits.should_escalate(svc, "retrain", policy):
+                    break
+        n = self.limits.failures(svc, "retrain")
+        raise TrainingFailed(
+            f"{last} -- retrain of {svc!r} failed {n} time(s) in a row, the most its policy "
+            f"allows (max_retrain_failures={policy.max_retrain_failures}): escalate to a person "
+            "with this error; further retrains are refused until one succeeds or the count is "
+            "cleared"
+        ) from last
 
     # --- helpers --------------------------------------------------------------------------
     def _go(
