@@ -28,8 +28,13 @@ def build_trainer(settings: Settings, registry: Registry) -> Trainer:
     return dask_trainer(registry, settings.dask_scheduler)
 
 
-def dask_trainer(registry: Registry, address: str) -> Trainer:
+def dask_trainer(registry: Registry, address: str, *, timeout: str = CONNECT_TIMEOUT) -> Trainer:
     """A trainer whose jobs run on the Dask cluster at ``address`` (a client is opened now).
+
+    Args:
+        registry: where the candidates are registered (here, not on the workers).
+        address: the scheduler, e.g. ``tcp://10.0.0.5:8786``.
+        timeout: how long to wait for the scheduler (a Dask duration such as ``"10s"``).
 
     Raises:
         InvalidInput: ``distributed`` is not installed or the scheduler cannot be reached.
@@ -42,7 +47,7 @@ def dask_trainer(registry: Registry, address: str) -> Trainer:
             "unset it to train in a local worker process"
         ) from exc
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise InvalidInput(
             f"cannot reach the Dask scheduler at {address!r} (FLYWHEEL_DASK_SCHEDULER): "
