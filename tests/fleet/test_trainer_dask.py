@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pytest
 
@@ -21,8 +22,6 @@ from fleet.registry import ArtifactStore, Registry
 from fleet.schema import FeatureSchema, Policy
 from fleet.telemetry.window import LabelledWindow
 from fleet.trainer import Trainer
-
-distributed = pytest.importorskip("distributed", reason="pip install 'flywheel[dask]'")
 
 STREAM = rotating_hyperplane(1500, drifts=(), width=1, d=3, noise=0.05, seed=11)
 SCHEMA = FeatureSchema.numeric(list(STREAM.feature_names))
