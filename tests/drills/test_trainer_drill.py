@@ -16,6 +16,7 @@ raises. Nothing may be left stuck (issue #15, "Failures that leave it stuck").
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import subprocess
@@ -34,6 +35,8 @@ from apps.api import create_api
 from apps.loop import Loop, LoopConfig, PassReport
 from apps.runtime import Fleet, build_fleet
 from apps.system import System, build_system
+from fleet.clock import SystemClock
+from fleet.incidents import IncidentStore
 from fleet.incidents.lifecycle import Status
 from fleet.schema import FeatureSchema
 from fleet.trainer import Trainer
@@ -232,3 +235,56 @@ def test_a_fit_that_raises_escalates_with_the_error_and_is_listed(fleet, keys, r
             if line.count("│") > 3 and line.split("│")[1].strip() in (iid, crashed)}
     assert set(rows) == {iid, crashed}, listing
     assert "escalated" in rows[iid] and "failed" in rows[crashed]
+
+
+@pytest.mark.slow
+def test_flywheel_run_survives_its_trainer_worker_killed_between_jobs(
+    r, keys, redis_url, tmp_path: Path
+) -> None:
+    """The real ``flywheel run`` process: after one incident's retrain, its trainer worker is
+    SIGKILLed (the pid from the trainer health the loop publishes); the next incident's retrain
+    succeeds in the same loop process, and its published health says ``rebuilt 1 times``."""
+    fleet = build_fleet(r, redis_url, prefix=keys.prefix, artifacts=tmp_path / "artifacts",
+                        clock=SystemClock())
+    store = IncidentStore(r, keys, fleet.clock, fleet.audit)
+    model = tiny_model()
+    first, second = Case("one", "retrain_promote"), Case("two", "retrain_promote")
+    seed_case(fleet, first, model)
+    env = {**os.environ, "REDIS_URL": redis_url, "FLYWHEEL_PREFIX": keys.prefix,
+           "FLYWHEEL_HOME": str(tmp_path / "artifacts"), "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("FLYWHEEL_MODEL", None)
+    log = tmp_path / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", "from apps.cli import main; main()",
+                                 "run", "--shards", "4", "--interval", "0.2"], cwd=ROOT,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def published() -> dict[str, Any]:
+        raw = r.hgetall(keys.loop_trainers)
+        return json.loads(next(iter(raw.values()))) if raw else {}
+
+    def alive(what: str, pred: Any) -> None:
+        def check() -> bool:
+            assert proc.poll() is None, f"flywheel run exited: {log.read_text()[-3000:]}"
+            return bool(pred())
+        _until(check, what)
+
+    try:
+        open_incident(store, fleet.clock, first)
+        alive("the first retrain", lambda: fleet.registry.service("one").challenger == 2)
+        alive("a published worker pid", lambda: published().get("workers"))
+        (pid,) = published()["workers"]
+        os.kill(pid, signal.SIGKILL)
+        seed_case(fleet, second, model)
+        iid = open_incident(store, fleet.clock, second)
+        alive("the second retrain", lambda: fleet.registry.service("two").challenger == 2)
+        alive("the rebuild to be published",
+              lambda: published().get("summary") == "rebuilt 1 times")
+        assert store.get(iid).status == Status.MITIGATING
+        assert pid not in published()["workers"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    assert rc == 0, log.read_text()[-3000:]
+    assert r.hlen(keys.loop_trainers) == 0  # a stopped worker withdraws its report
