@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from apps.notify import Notify, incident_notifier
 from apps.runtime import Fleet, open_fleet
 from apps.settings import Settings
 from apps.training import build_trainer
@@ -80,8 +81,9 @@ def build_system(
     options: GraphOptions | None = None,
     trainer: Trainer | None = None,
     monitor_options: dict[str, Any] | None = None,
+    notify: Notify | None = None,
 ) -> System:
-    """Wire a system over an open fleet."""
+    """Wire a system over an open fleet (``notify``: told when an incident closes or fails)."""
     r, keys, clock, audit = fleet.r, fleet.keys, fleet.clock, fleet.audit
     trainer = trainer or Trainer(fleet.registry)
     approvals = ApprovalStore(r, keys, clock, audit)
@@ -99,8 +101,8 @@ def build_system(
     brains = brain_factory(brain, usage)
     saver = RedisSaver(raw_client(r), prefix=keys.checkpoint_prefix())
     runner = build_incident_runner(deps, brains=brains, checkpointer=saver, clock=clock,
-                                   options=options)
-    driver = Driver(runner, incidents=incidents, approvals=approvals, clock=clock)
+                                   options=options, notify=notify)
+    driver = Driver(runner, incidents=incidents, approvals=approvals, clock=clock, notify=notify)
     return System(fleet, trainer, ops, approvals, incidents, monitor, service, deps, usage,
                   brains, runner, driver)
 
@@ -118,8 +120,10 @@ def open_system(settings: Settings, *, clock: Clock | None = None,
                 home: Path | None = None) -> Iterator[System]:
     """Open the fleet (embedded Redis if no ``REDIS_URL``) and build the system over it."""
     with open_fleet(settings, clock=clock, home=home) as fleet:
+        incidents = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         system = build_system(fleet, brain=brain_config(settings),
-                              trainer=build_trainer(settings, fleet.registry))
+                              trainer=build_trainer(settings, fleet.registry),
+                              notify=incident_notifier(settings, incidents))
         try:
             yield system
         finally:

@@ -16,9 +16,10 @@ from fleet.actions.spec import ActionContext, ActionSpec
 from fleet.approvals import ApprovalStore
 from fleet.approvals.records import EvidenceValue
 from fleet.audit import Audit
-from fleet.errors import FleetError, InvalidInput, TrainingFailed
+from fleet.errors import FleetError, InvalidInput
 from fleet.operations.gate import Gate, Leases, Write
 from fleet.operations.results import DeployResult, QuarantineResult, RetrainResult
+from fleet.operations.retries import retry_training
 from fleet.registry import Registry, ServiceRecord
 from fleet.telemetry.reader import Range, TelemetryReader, stream_id_key
 from fleet.telemetry.window import LabelledWindow
@@ -374,30 +375,8 @@ class Operations:
             needs_approval=s.policy.requires_approval("retrain"), risk="low",
             retry_safe=True, lane="train",
         )
-        return self._retried(w, ctx, approval_id)
-
-    def _retried(self, w: Write, ctx: ActionContext, approval_id: str | None) -> RetrainResult:
-        """Run a retrain write, again after a failed job while the failure count allows.
-
-        The gate counts each failure (``Limits.record_failure``) and audits it; a success resets
-        the count. A failed job leaves its ledger record ``failed``, so the same write may run
-        again within the incident.
-        """
-        svc, policy = w.spec.service, w.policy
-        for _ in range(max(1, policy.max_retrain_failures)):
-            try:
-                return self._go(RetrainResult, w, ctx, approval_id)
-            except TrainingFailed as exc:
-                last = exc
-                if self.limits.should_escalate(svc, "retrain", policy):
-                    break
-        n = self.limits.failures(svc, "retrain")
-        raise TrainingFailed(
-            f"{last} -- retrain of {svc!r} failed {n} time(s) in a row, the most its policy "
-            f"allows (max_retrain_failures={policy.max_retrain_failures}): escalate to a person "
-            "with this error; further retrains are refused until one succeeds or the count is "
-            "cleared"
-        ) from last
+        return retry_training(lambda: self._go(RetrainResult, w, ctx, approval_id),
+                              self.limits, svc, s.policy)
 
     # --- helpers --------------------------------------------------------------------------
     def _go(
