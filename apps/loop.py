@@ -150,9 +150,14 @@ class Loop:
         ``/healthz`` reads what every live worker published (``keys.loop_trainers``).
         """
         health = self.system.trainer.health()
-        fleet = self.system.fleet
-        fleet.r.hset(fleet.keys.loop_trainers, self.leases.owner,
-                     json.dumps({**health.to_dict(), "at": time.time()}))
+        r, keys = self.system.fleet.r, self.system.fleet.keys
+        r.hset(keys.loop_trainers, self.leases.owner,
+               json.dumps({**health.to_dict(), "at": time.time()}))
+        # A SIGKILLed worker never withdraws its report: drop the reports of workers that left
+        # the heartbeat set (refresh() prunes it), so the hash stays one entry per live worker.
+        gone = set(r.hkeys(keys.loop_trainers)) - set(r.zrange(keys.loop_workers, 0, -1))
+        if gone:
+            r.hdel(keys.loop_trainers, *gone)
         if health.state == "broken":
             log.warning(json.dumps({"event": "loop.trainer_broken", "worker": self.leases.owner,
                                     "error": health.error}))

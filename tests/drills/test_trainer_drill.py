@@ -107,6 +107,8 @@ def test_worker_killed_mid_job_the_retry_trains_and_the_incident_goes_on(fleet, 
     seed_case(fleet, case, tiny_model())
     iid = open_incident(system.incidents, fleet.clock, case)
 
+    # A worker SIGKILLed long ago left its report behind; the live loop prunes it.
+    fleet.r.hset(fleet.keys.loop_trainers, "dead-worker", '{"summary": "ok"}')
     reports: list[PassReport] = []
     passing = threading.Thread(target=lambda: reports.append(loop.run_once()))
     passing.start()
@@ -119,6 +121,7 @@ def test_worker_killed_mid_job_the_retry_trains_and_the_incident_goes_on(fleet, 
 
     [rep] = reports
     assert rep.errors == {} and rep.started == [iid]
+    assert fleet.r.hkeys(fleet.keys.loop_trainers) == ["drill-loop"]
     assert rep.trainer == "rebuilt 1 times"
     outcomes = _retrains(fleet, "mid")
     assert [o for o, _ in outcomes] == ["failed", "done"], outcomes
