@@ -74,3 +74,16 @@ def test_an_unreachable_scheduler_is_one_clear_error(r, keys, clock, tmp_path: P
     with pytest.raises(InvalidInput, match=rf"^cannot reach the Dask scheduler at '{address}' "
                                            r"\(FLYWHEEL_DASK_SCHEDULER\): "):
         dask_trainer(_registry(r, keys, clock, tmp_path), address, timeout="0.5s")
+
+
+def test_open_system_sends_training_to_the_scheduler_setting_names(
+    redis_url, keys: Keys, tmp_path: Path, cluster
+) -> None:
+    """What ``flywheel run`` and ``flywheel serve`` build (``open_system``) uses the cluster."""
+    from apps.system import open_system
+
+    settings = Settings(redis_url=redis_url, prefix=keys.prefix, home=tmp_path,
+                        dask_scheduler=cluster.scheduler_address)
+    with open_system(settings) as system:
+        assert system.trainer.health().backend == "dask"
+        assert system.trainer.health().summary == "ok"
