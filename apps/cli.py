@@ -90,7 +90,7 @@ def incidents(
     all_: bool = typer.Option(False, "--all", help="recent incidents, closed ones included"),
     limit: int = typer.Option(20, min=1, help="most incidents to list with --all"),
 ) -> None:
-    """List open incidents (or the most recent ones, closed included, with --all)."""
+    """List open and failed incidents (or the most recent ones, all included, with --all)."""
     from apps.runtime import open_fleet
     from apps.views import incidents_table
     from fleet.incidents import IncidentStore
@@ -100,8 +100,10 @@ def incidents(
             fleet.registry.service(service)  # an unknown name fails with the known ones
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         found = store.recent(limit, service) if all_ else store.open_incidents(service)
+        if not all_:  # a failed incident is closed but nobody handled it: keep it in view
+            found += [i for i in store.recent(limit, service) if i.status.value == "failed"]
         console.print(incidents_table(found, title="recent incidents" if all_ else
-                                      "open incidents"))
+                                      "open and failed incidents"))
 
 
 @app.command()

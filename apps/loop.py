@@ -56,6 +56,8 @@ class PassReport:
     expired: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    trainer: str = "ok"
+    """The trainer's health: ``ok``, ``rebuilt N times`` or ``broken: why``."""
 
 
 class ShardOwner:
@@ -111,6 +113,7 @@ class ShardOwner:
             self.leases.release(self.keys.loop_shard(s))
         self.owned = set()
         self.r.zrem(self.keys.loop_workers, self.leases.owner)
+        self.r.hdel(self.keys.loop_trainers, self.leases.owner)
 
 
 class Loop:
@@ -141,7 +144,27 @@ class Loop:
         rep.errors = step.errors
         if getattr(self.system, "approved", None) is not None:  # approved chat-made requests
             rep.executed = sorted(self.system.approved.sweep(owns=self.shards.owns))
+        rep.trainer = self.report_trainer()
         return rep
+
+    def report_trainer(self) -> str:
+        """Check the trainer (a broken pool is replaced here) and publish its health in Redis.
+
+        ``/healthz`` reads what every live worker published (``keys.loop_trainers``).
+        """
+        health = self.system.trainer.health()
+        r, keys = self.system.fleet.r, self.system.fleet.keys
+        r.hset(keys.loop_trainers, self.leases.owner,
+               json.dumps({**health.to_dict(), "at": time.time()}))
+        # A SIGKILLed worker never withdraws its report: drop the reports of workers that left
+        # the heartbeat set (refresh() prunes it), so the hash stays one entry per live worker.
+        gone = set(r.hkeys(keys.loop_trainers)) - set(r.zrange(keys.loop_workers, 0, -1))
+        if gone:
+            r.hdel(keys.loop_trainers, *gone)
+        if health.state == "broken":
+            log.warning(json.dumps({"event": "loop.trainer_broken", "worker": self.leases.owner,
+                                    "error": health.error}))
+        return health.summary
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT or :meth:`stop`; Redis outages back off and retry."""

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     """Bearer token this process sends as a client (``flywheel replay --url``); ``--token``
     overrides it."""
 
+    # --- failures and training workers ---
+    llm_timeout_s: float = Field(30.0, gt=0)
+    """Seconds one LLM request may take before it counts as failed (raise it for a slow local
+    model: at about 10 tokens/s a 1,000-token reply needs about 100 s)."""
+    llm_max_retries: int = Field(2, ge=0)
+    """Extra attempts after a transient LLM failure (timeout, connection error, 429, 5xx)."""
+    llm_token_budget: int = Field(60_000, gt=0)
+    """Prompt plus completion tokens one incident may spend; then the runbook brain answers."""
+    dask_scheduler: str | None = None
+    """Dask scheduler address (``tcp://host:8786``): training jobs run on that cluster; unset =
+    a local worker process (needs ``pip install 'flywheel[dask]'``)."""
+
     def api_identities(self) -> dict[str, str]:
         """Bearer token -> identity, from ``FLYWHEEL_API_TOKENS`` (empty when unset).
 

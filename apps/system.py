@@ -16,6 +16,7 @@ import redis
 
 from apps.runtime import Fleet, open_fleet
 from apps.settings import Settings
+from apps.training import build_trainer
 from fleet.actions import ActionLedger, Limits
 from fleet.approvals import ApprovalStore
 from fleet.clock import Clock
@@ -27,7 +28,7 @@ from fleet.operations.approved import ApprovedRequests
 from fleet.trainer import Trainer
 from graphs.assembly import GraphOptions, build_incident_runner
 from graphs.checkpointer import RedisSaver
-from graphs.driver import Driver
+from graphs.driver import Driver, Notify
 from graphs.runner import IncidentRunner
 from supervisors.brains import BrainConfig, UsageTracker, make_brain
 from supervisors.runbook import runbook_brain
@@ -65,7 +66,9 @@ class System:
 
 def brain_config(settings: Settings) -> BrainConfig:
     """The agents' model settings (``FLYWHEEL_MODEL`` unset = runbook brain only)."""
-    return BrainConfig(model=settings.model)
+    return BrainConfig(model=settings.model, timeout=settings.llm_timeout_s,
+                       max_retries=settings.llm_max_retries,
+                       token_budget=settings.llm_token_budget)
 
 
 def brain_factory(config: BrainConfig, usage: UsageTracker) -> BrainFactory:
@@ -84,8 +87,9 @@ def build_system(
     options: GraphOptions | None = None,
     trainer: Trainer | None = None,
     monitor_options: dict[str, Any] | None = None,
+    notify: Notify | None = None,
 ) -> System:
-    """Wire a system over an open fleet."""
+    """Wire a system over an open fleet (``notify``: told when an incident closes or fails)."""
     r, keys, clock, audit = fleet.r, fleet.keys, fleet.clock, fleet.audit
     trainer = trainer or Trainer(fleet.registry)
     approvals = ApprovalStore(r, keys, clock, audit)
@@ -103,8 +107,8 @@ def build_system(
     brains = brain_factory(brain, usage)
     saver = RedisSaver(raw_client(r), prefix=keys.checkpoint_prefix())
     runner = build_incident_runner(deps, brains=brains, checkpointer=saver, clock=clock,
-                                   options=options)
-    driver = Driver(runner, incidents=incidents, approvals=approvals, clock=clock)
+                                   options=options, notify=notify)
+    driver = Driver(runner, incidents=incidents, approvals=approvals, clock=clock, notify=notify)
     return System(fleet, trainer, ops, approvals, incidents, monitor, service, deps, usage,
                   brains, runner, driver, ApprovedRequests(ops))
 
@@ -125,10 +129,12 @@ def open_system(settings: Settings, *, clock: Clock | None = None, home: Path | 
 
     ``audit_context``: fields every audit entry of this process carries (the CLI's ``os_user``).
     ``notify``: this process owns Slack (``flywheel run``, ``flywheel serve``): when Slack is
-    configured, a notifier thread posts approval prompts and incident threads.
+    configured, a notifier thread posts approval prompts and incident threads (failed and
+    escalated incidents included: the driver's and the graph's ``notify`` hook stays unset).
     """
     with open_fleet(settings, clock=clock, home=home, audit_context=audit_context) as fleet:
-        system = build_system(fleet, brain=brain_config(settings))
+        system = build_system(fleet, brain=brain_config(settings),
+                              trainer=build_trainer(settings, fleet.registry))
         if notify:
             system.notifier = _slack_notifier(settings, system)
         try:

@@ -145,3 +145,11 @@ class ActionInProgress(FleetError):
 
 class ActionOutcomeUnknown(FleetError):
     """A side effect started but never recorded an outcome (a crash), and is unsafe to repeat."""
+
+
+class TrainingFailed(FleetError):
+    """A training job did not come back: its fit raised, or its worker process died.
+
+    The message names the service and the error (type and text), so an escalation that quotes
+    it tells a person what went wrong.
+    """

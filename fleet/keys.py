@@ -54,6 +54,8 @@ key                                   type      holds
 ``P:loop:shard:N``                    string    lease: the loop worker owning shard N
 ``P:loop:incident:ID``                string    lease: the loop worker advancing incident ID
 ``P:loop:workers``                    zset      live loop workers by last heartbeat
+``P:loop:trainers``                   hash      loop worker -> its trainer's health (JSON, with
+                                                the time it was written)
 ``P:schema``                          hash      applied key-schema migrations
 ====================================  ========  ==================================================
 """
@@ -250,6 +252,11 @@ class Keys:
     def loop_workers(self) -> str:
         """Sorted set of live loop workers scored by their last heartbeat."""
         return self._fleet("loop:workers")
+
+    @property
+    def loop_trainers(self) -> str:
+        """Hash: loop worker -> its trainer's health as JSON (read by ``/healthz``)."""
+        return self._fleet("loop:trainers")
 
     def lock(self, svc: str) -> str:
         """Lease that allows one action at a time per service."""

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 Claim = Callable[[str], AbstractContextManager[bool]]
 """``claim(incident_id)`` yields True when this process may work the incident now."""
+Notify = Callable[[str, dict[str, Any]], None]
+"""``notify(event, payload)``: tell people (Slack, a webhook) about an incident event."""
 
 
 @contextlib.contextmanager
@@ -57,6 +60,7 @@ class Driver:
         clock: Clock,
         claim: Claim = always,
         owns: Callable[[str], bool] = lambda service: True,
+        notify: Notify | None = None,
     ):
         self.runner = runner
         self.incidents = incidents
@@ -64,6 +68,7 @@ class Driver:
         self.clock = clock
         self.claim = claim
         self.owns = owns
+        self.notify = notify
 
     def step(self) -> StepReport:
         """Expire overdue approvals, then advance every open incident this process owns."""
@@ -102,8 +107,24 @@ class Driver:
         rep.outcomes[incident_id] = out
 
     def _fail(self, incident_id: str, why: str) -> None:
+        """Mark the incident ``failed`` and tell people: an audit entry always, ``notify`` too.
+
+        A failed incident has nobody working on it any more, so it must never end silently.
+        """
         inc = self.incidents.get(incident_id)
         if not inc.status.terminal:
             with contextlib.suppress(Exception):
-                self.incidents.transition(incident_id, Status.FAILED, actor="system:loop",
-                                          reason=f"incident graph failed: {why}")
+                inc = self.incidents.transition(incident_id, Status.FAILED, actor="system:loop",
+                                                reason=f"incident graph failed: {why}")
+        if inc.status != Status.FAILED:
+            return
+        payload = {"incident": inc.id, "service": inc.service, "kind": inc.kind,
+                   "status": inc.status.value, "error": why}
+        self.incidents.audit.record("system:loop", "incident.failed", service=inc.service,
+                                    reason=f"incident graph failed: {why}", incident=inc.id,
+                                    error=why)
+        if self.notify is not None:
+            try:
+                self.notify("incident.failed", payload)
+            except Exception:  # a notifier outage must not hide the failure: it is audited
+                log.exception("notifying incident.failed for %s failed", inc.id)

@@ -6,7 +6,7 @@ API without the monitor or the agents; :func:`create_api_from_system` wires a fu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI
@@ -26,6 +26,7 @@ from fleet.gateway.app import gateway_router
 from fleet.incidents import IncidentStore
 from fleet.registry import Registry
 from fleet.telemetry import TelemetryWriter
+from fleet.trainer.pool import TrainerHealth
 
 if TYPE_CHECKING:  # importing the system pulls in the agents; only the annotation needs it
     from apps.settings import Settings
@@ -44,6 +45,7 @@ def create_api(
     tokens: Mapping[str, str] | None,
     auth: bool = True,
     metrics: Metrics | None = None,
+    trainer: Callable[[], TrainerHealth] | None = None,
 ) -> FastAPI:
     """Build the HTTP API.
 
@@ -58,6 +60,7 @@ def create_api(
         tokens: bearer token -> identity (the identity approval policies list).
         auth: False lets every caller in as ``anonymous``.
         metrics: where other code observes (detector time); default a fresh one.
+        trainer: this process's trainer health for ``/healthz``; None when none runs here.
 
     Raises:
         InvalidInput: ``auth`` is on and ``tokens`` is empty.
@@ -73,7 +76,7 @@ def create_api(
     )
     errors.install(app)
     app.state.metrics = metrics
-    app.include_router(health_router(registry.r, metrics))
+    app.include_router(health_router(registry.r, metrics, keys=registry.keys, trainer=trainer))
     guarded = [Depends(caller)]
     app.include_router(services_router(registry), dependencies=guarded)
     app.include_router(incidents_router(incidents), dependencies=guarded)
@@ -104,4 +107,5 @@ def create_api_from_system(
         registry=fleet.registry, incidents=system.incidents, approvals=system.approvals,
         writer=fleet.writer, gateway=gateway, usage=system.usage, chat=chat,
         tokens=settings.api_identities(), auth=settings.api_auth, metrics=metrics,
+        trainer=system.trainer.health,
     )

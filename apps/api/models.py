@@ -33,13 +33,18 @@ class ErrorOut(BaseModel):
 
 
 class HealthOut(BaseModel):
-    """Liveness of the API process and its Redis."""
+    """Liveness of the API process, its Redis and the trainers."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"]
+    """``degraded``: a trainer is broken (training jobs cannot run until it is replaced)."""
     version: str
     """Installed flywheel version."""
     redis: str
     """``ok``, or why Redis cannot be reached."""
+    trainer: str | None = None
+    """This process's trainer: ``ok``, ``rebuilt N times`` or ``broken: why``; None: none here."""
+    trainers: dict[str, str] = Field(default_factory=dict)
+    """Each live ``flywheel run`` worker's trainer, as that worker last reported it."""
 
 
 # --- services -------------------------------------------------------------------------------

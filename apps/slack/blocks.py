@@ -251,6 +251,9 @@ def incident_message(incident: Incident) -> Message:
     ]
     if incident.evidence:
         blocks.append({"type": "section", "text": _md(evidence_lines(incident.evidence))})
+    if incident.resolution:  # how it ended: an escalation's reason, a failure's error
+        blocks.append({"type": "section",
+                       "text": _md(f"*Resolution*\n{esc(_clip(incident.resolution, 2900))}")})
     blocks.append(_context(f"`{incident.id}` · opened {slack_time(incident.opened_at)} · "
                            f"{incident.signal_count} signal(s)"))
     return Message(text=f"{icon} Incident {incident.id}: {title} ({incident.severity})".strip(),

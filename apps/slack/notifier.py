@@ -46,6 +46,11 @@ AUDIT_SCAN = 2000
 """Most recent audit entries read per pass to summarise incident steps."""
 POST_TIMEOUT_S = 10
 """Seconds one Web API call may take (the notifier's thread waits, never the loop)."""
+RECENT_SCAN = 50
+"""Most recently opened incidents read per pass, so one that ended failed or escalated between
+two passes still gets its thread."""
+LATE_OUTCOMES = ("escalated", "failed")
+"""Outcomes a person must hear of even when the incident never was open during a pass."""
 
 
 def retrying_client(bot_token: str, api_url: str | None = None) -> WebClient:
@@ -93,6 +98,7 @@ class SlackNotifier:
         self.audit, self.clock = audit, clock
         self.channel, self.slack_ids = channel, dict(slack_ids or {})
         self.interval_s = interval_s
+        self.started_at = clock.now()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -179,8 +185,20 @@ class SlackNotifier:
             rep.locked.append(aid)
 
     # --- incident threads -----------------------------------------------------------------
+    def _to_thread(self) -> list[Incident]:
+        """Open incidents, and those that ended failed or escalated since this notifier started.
+
+        A quick failure may open and end between two passes; a person must still hear of it.
+        """
+        found = {i.id: i for i in self.incidents.open_incidents()}
+        for inc in self.incidents.recent(RECENT_SCAN):
+            if (inc.id not in found and inc.status.value in LATE_OUTCOMES
+                    and inc.updated_at >= self.started_at):
+                found[inc.id] = inc
+        return list(found.values())
+
     def _follow_incidents(self, rep: SyncReport) -> None:
-        for inc in self.incidents.open_incidents():
+        for inc in self._to_thread():
             channel = self.channel_for(inc.service)
             ref = f"incident:{inc.id}"
             if channel is None or self.records.thread(inc.id)[0] is not None:

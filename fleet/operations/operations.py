@@ -19,6 +19,7 @@ from fleet.audit import Audit
 from fleet.errors import FleetError, InvalidInput
 from fleet.operations.gate import Gate, Leases, Write
 from fleet.operations.results import DeployResult, QuarantineResult, RetrainResult
+from fleet.operations.retries import retry_training
 from fleet.registry import Registry, ServiceRecord
 from fleet.telemetry.reader import Range, TelemetryReader, stream_id_key
 from fleet.telemetry.window import LabelledWindow
@@ -336,11 +337,15 @@ class Operations:
         keeps the one the holdout prefers (for a retrain after a change of concept).
 
         Blocks until the trainer is done; holds the service's training lease (not its deploy
-        lease, so a rollback is never held up by training).
+        lease, so a rollback is never held up by training). A job that fails (its fit raised,
+        its worker died) is tried again at once, until the service has failed
+        ``policy.max_retrain_failures`` retrains in a row; each failure is audited.
 
         Raises:
             InvalidInput: ``rows`` is not positive, or the window cannot be trained on.
-            LimitExceeded: retraining failed ``max_retrain_failures`` times in a row.
+            TrainingFailed: the job failed on every try the policy allows; the message names
+                the last error, for the person the incident is escalated to.
+            LimitExceeded: retraining failed ``max_retrain_failures`` times in a row before.
         """
         s = self.registry.service(svc)
         n = s.policy.train_window if rows is None else rows
@@ -370,7 +375,8 @@ class Operations:
             needs_approval=s.policy.requires_approval("retrain"), risk="low",
             retry_safe=True, lane="train",
         )
-        return self._go(RetrainResult, w, ctx, approval_id)
+        return retry_training(lambda: self._go(RetrainResult, w, ctx, approval_id),
+                              self.limits, svc, s.policy)
 
     # --- helpers --------------------------------------------------------------------------
     def _go(

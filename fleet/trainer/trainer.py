@@ -3,12 +3,15 @@
 The caller never blocks on training: :meth:`Trainer.submit` snapshots the champion and the window,
 hands a pure :class:`~fleet.trainer.job.TrainJob` to a process pool and returns a future. When the
 job comes back, the parent registers the candidate with its lineage, then resolves the future.
+A job that raises, or whose worker dies, fails with :class:`~fleet.errors.TrainingFailed`; a
+broken pool is replaced (:class:`~fleet.trainer.pool.WorkerPool`), so the next job runs.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+import functools
+from collections.abc import Callable
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,11 +19,12 @@ import numpy as np
 import skops.io as sio
 
 from fleet.datasets.stream import DriftStream
-from fleet.errors import InvalidInput
+from fleet.errors import FleetError, InvalidInput, TrainingFailed
 from fleet.registry import Registry, ServiceRecord, VersionRecord
 from fleet.telemetry.window import LabelledWindow
 from fleet.trainer import pipeline
 from fleet.trainer.job import TrainJob, TrainOutput, check_window, run
+from fleet.trainer.pool import ExecutorFactory, TrainerHealth, WorkerPool, local_pool
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,16 @@ class Trainer:
     Args:
         registry: where services, champions and new versions live.
         max_workers: size of the pool the trainer creates when no ``executor`` is given.
-        executor: a pool to share (e.g. one per process); the trainer then never shuts it down.
+        executor: a pool to share (e.g. one per process); the trainer then never shuts it down
+            nor replaces it when it breaks.
         threads: OpenMP/BLAS threads each job may use (keep ``max_workers * threads`` at or
             below the free cores: oversubscribed OpenMP slows gradient boosting badly).
+        pool: builds the executor (and a fresh one whenever it breaks), e.g. a Dask client's
+            ``get_executor``; default a local spawn process pool of ``max_workers``.
+        job: the function a worker runs on each :class:`TrainJob` (must be importable by the
+            worker, e.g. module-level); default :func:`fleet.trainer.job.run`.
+        backend: the executor's name in :meth:`health` (``local``, ``dask``).
+        on_close: called once the pool is shut down (e.g. to close a cluster client).
     """
 
     def __init__(
@@ -65,14 +76,17 @@ class Trainer:
         max_workers: int = 1,
         executor: Executor | None = None,
         threads: int = 1,
+        pool: ExecutorFactory | None = None,
+        job: Callable[[TrainJob], TrainOutput] = run,
+        backend: str | None = None,
+        on_close: Callable[[], None] | None = None,
     ):
         self.registry = registry
         self.threads = threads
-        self._owns_executor = executor is None
-        # "spawn": a forked child of a threaded parent (Redis pools, gateways) can deadlock.
-        self._executor = executor or ProcessPoolExecutor(
-            max_workers=max_workers, mp_context=multiprocessing.get_context("spawn")
-        )
+        self.job = job
+        factory = pool or functools.partial(local_pool, max_workers)
+        self._pool = WorkerPool(None if executor is not None else factory, executor=executor,
+                                backend=backend, on_close=on_close)
 
     def __enter__(self) -> Trainer:
         return self
@@ -82,8 +96,15 @@ class Trainer:
 
     def close(self) -> None:
         """Shut down the pool if this trainer created it."""
-        if self._owns_executor:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        self._pool.close()
+
+    def health(self) -> TrainerHealth:
+        """``ok`` / ``rebuilt N times`` / ``broken``: whether training jobs can run now."""
+        return self._pool.health()
+
+    def worker_pids(self) -> tuple[int, ...]:
+        """Process ids of the local pool's workers (empty for thread or cluster executors)."""
+        return self._pool.worker_pids()
 
     def submit(
         self,
@@ -139,10 +160,16 @@ class Trainer:
             threads=self.threads,
         )
         outer: Future[TrainResult] = Future()
-        inner = self._executor.submit(run, job)
+        try:
+            inner, used = self._pool.submit(self.job, job)
+        except BrokenExecutor as exc:
+            raise TrainingFailed(
+                f"training {service!r} could not start: the training pool is broken and could "
+                f"not be replaced ({type(exc).__name__}: {exc}); see the trainer's health"
+            ) from exc
         outer.add_done_callback(lambda f: inner.cancel() if f.cancelled() else None)
         inner.add_done_callback(
-            lambda f: self._finish(outer, f, job, svc, window.bounds, created_by)
+            lambda f: self._finish(outer, f, used, job, svc, window.bounds, created_by)
         )
         return outer
 
@@ -198,6 +225,7 @@ class Trainer:
         self,
         outer: Future[TrainResult],
         inner: Future[TrainOutput],
+        used: Executor,
         job: TrainJob,
         svc: ServiceRecord,
         bounds: dict[str, Any],
@@ -207,11 +235,34 @@ class Trainer:
         if not outer.set_running_or_notify_cancel():
             return  # the caller cancelled: register nothing
         try:
-            result = self._register(inner.result(), job, svc, bounds, created_by)
+            out = self._outcome(inner, used, job.service)
+            result = self._register(out, job, svc, bounds, created_by)
         except BaseException as exc:  # handed to the caller through the future, not swallowed
             outer.set_exception(exc)
         else:
             outer.set_result(result)
+
+    def _outcome(self, inner: Future[TrainOutput], used: Executor, service: str) -> TrainOutput:
+        """The job's output; its failure as :class:`TrainingFailed` naming the error.
+
+        Domain errors (too few rows, bad params, an untrusted champion) pass unchanged.
+        """
+        try:
+            return inner.result()
+        except (FleetError, CancelledError):
+            raise
+        except BrokenExecutor as exc:
+            fixed = self._pool.replace(used, exc)
+            raise TrainingFailed(
+                f"the training worker for {service!r} died during the job "
+                f"({type(exc).__name__}: {exc}); "
+                + ("the pool was replaced, so a retry runs on a fresh worker" if fixed else
+                   "the pool could not be replaced; see the trainer's health")
+            ) from exc
+        except Exception as exc:
+            raise TrainingFailed(
+                f"training {service!r} raised {type(exc).__name__}: {str(exc)[:400]}"
+            ) from exc
 
     def _register(
         self,

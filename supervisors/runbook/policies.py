@@ -153,7 +153,9 @@ def _retrain_path(inc: dict, done: list[tuple[str, dict, dict]]) -> AIMessage:
         return call("continuous_learning", task=(
             f"train a candidate for {svc} and evaluate it against the champion{round_}"))
     if tr.get("status") != "success":
-        return call("escalate", reason=f"training for {svc} failed: {_short(tr)}")
+        # The error text itself, not a cut JSON dump: the person needs the exception's name.
+        why = tr.get("error") if isinstance(tr.get("error"), str) else _short(tr)
+        return call("escalate", reason=f"training for {svc} failed: {why[:800]}")
     ver = tr.get("version")
     stage = inc.get("stage", "")
     if not tr.get("better", False) and stage == "stopgap":

@@ -69,7 +69,8 @@ def test_v1_routes_need_a_known_bearer_token(client: TestClient, case: AuthCase,
 def test_health_and_metrics_need_no_token(client: TestClient) -> None:
     health = client.get("/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "version": health.json()["version"], "redis": "ok"}
+    assert health.json() == {"status": "ok", "version": health.json()["version"], "redis": "ok",
+                             "trainer": None, "trainers": {}}
     assert client.get("/metrics").status_code == 200
 
 
