@@ -212,6 +212,29 @@ def test_an_incident_gets_a_thread_with_its_steps_and_outcome(system: System, we
     assert replies[-1].params["reply_broadcast"] in (True, "true", "1")
 
 
+def test_an_incident_that_failed_between_two_passes_still_gets_its_thread(
+        system: System, web_api, clock) -> None:
+    """A failure that opens and ends between passes must still reach a person; a quick
+    resolution does not need a thread."""
+    api, url = web_api
+    n = _notifier(system, url, "a")
+    ids = []
+    for kind, outcome in (("latency_regression", "failed"), ("error_rate_regression", "resolved")):
+        inc = system.incidents.observe(Signal(
+            service="svc", kind=kind, severity="critical", detector="test",
+            evidence={"p95_ms": 900.0}, version=2, at=clock.now()))
+        assert inc is not None
+        system.incidents.transition(inc.id, outcome, actor="loop", reason=f"{outcome} quickly")
+        ids.append(inc.id)
+    n.sync()
+    n.sync()
+    opened = [c for c in api.made("chat.postMessage") if not c.params.get("thread_ts")]
+    assert len(opened) == 1 and f"Incident {ids[0]}" in opened[0].params["text"]
+    replies = [c for c in api.made("chat.postMessage") if c.params.get("thread_ts")]
+    assert replies and "failed" in replies[-1].params["text"]
+    assert "failed quickly" in replies[-1].params["text"]
+
+
 def test_an_approved_chat_request_runs_once_whichever_channel_approved_it(
         r, keys, system: System) -> None:
     req = _ask_promotion(system, "svc", 1)
