@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import redis
 
 from fleet.clock import Clock, SystemClock
 from fleet.keys import Keys
+from fleet.store import is_cluster
 
 
 @dataclass(frozen=True)
@@ -112,3 +114,28 @@ class Audit:
                 break
         out.reverse()
         return out
+
+    def add_after(
+        self,
+        pipe: Any,
+        actor: str,
+        action: str,
+        *,
+        service: str = "",
+        reason: str = "",
+        **details: Any,
+    ) -> Callable[[], None]:
+        """Queue the entry of a change to a SERVICE's keys; call what it returns after EXEC.
+
+        On one Redis the entry commits in ``pipe`` with the change (as :meth:`add_to`) and the
+        returned call does nothing. On a Redis Cluster the audit stream lives in the fleet slot,
+        the service's keys in the service's slot, and one MULTI cannot span two slots: the
+        returned call appends the entry once the change has committed. A crash between the two
+        loses that entry, never the change; the entry goes second because a WATCH race lost
+        after a first-written entry would record a change that never happened.
+        """
+        entry = self.fields(actor, action, service=service, reason=reason, **details)
+        if not is_cluster(pipe):
+            pipe.xadd(self.keys.audit, entry)
+            return lambda: None
+        return lambda: self.r.xadd(self.keys.audit, entry)  # type: ignore[no-any-return]

@@ -4,10 +4,22 @@ Layout (``P`` is the prefix, ``fw`` by default; tests use a unique prefix per te
 belongs to one service carries the hash tag ``{svc}`` so all of a service's keys land in one Redis
 Cluster slot and can be touched by one pipeline or Lua script.
 
+Every fleet-wide key carries the one fixed hash tag ``{P:fleet}`` (written ``F`` below, so
+``P:F:audit`` is ``fw:{fw:fleet}:audit``), put on by :meth:`Keys._fleet`. They share ONE slot on
+purpose: the audit stream is appended inside the transactions and Lua scripts of incidents,
+approvals and the action ledger, so every key those touch must sit in the audit's slot. The tag
+contains ``:``, which a service name cannot, so it never equals a service's tag. Redis hashes only
+the FIRST ``{...}`` of a key: the ``{svc}`` inside ``P:F:incident:fp:{svc}:KIND`` is just text.
+A service's incident index and counter (``incidents_of``, ``incident_seq``) are fleet keys for the
+same reason: the incident store opens an incident in one transaction. Checkpoint keys are the
+exception: ``P:cp:{T}:...`` carries a per-thread tag (graphs/checkpoint_layout), as each
+checkpoint transaction touches one thread only. Changes that span a service's slot and the fleet
+slot (the registry's writes with their audit entry) are ordered instead; see fleet/registry/store.
+
 ====================================  ========  ==================================================
 key                                   type      holds
 ====================================  ========  ==================================================
-``P:services``                        set       names of all registered services
+``P:F:services``                      set       names of all registered services
 ``P:{svc}:service``                   hash      task, schema, policy, champion, challenger, split,
                                                 mode, generation (bumped on every pointer change)
 ``P:{svc}:versions``                  string    counter of the last version number issued
@@ -23,28 +35,29 @@ key                                   type      holds
 ``P:{svc}:cooldown``                  hash      action kind -> time of its last successful run
 ``P:{svc}:rollbacks``                 zset      rollbacks of the last hour scored by their time
 ``P:{svc}:failures``                  hash      action kind -> consecutive failures
-``P:dlq``                             stream    rejected telemetry with the reason
-``P:audit``                           stream    every change, who/what/why/when, append-only
-``P:monitor``                         hash      fleet-wide monitor state: last tick summary,
+``P:F:dlq``                           stream    rejected telemetry with the reason
+``P:F:audit``                         stream    every change, who/what/why/when, append-only
+``P:F:monitor``                       hash      fleet-wide monitor state: last tick summary,
                                                 dead-letter cursor
-``P:incident:ID``                     hash      one incident
-``P:incidents:open``                  set       ids of open incidents
-``P:incident:fp:{svc}:KIND``          string    fingerprint -> open incident id (dedupe)
-``P:incident:closed:{svc}:KIND``      hash      last closed incident of a fingerprint (cooldown)
-``P:{svc}:incidents``                 zset      the service's incident ids scored by open time
-``P:{svc}:incident_seq``              string    counter of the last incident number issued
-``P:approval:ID``                     hash      one approval request and its decision
-``P:approvals:pending``               zset      pending approval ids scored by expiry
-``P:approval:open:INC:DIGEST``        string    id of the pending request of one incident for one
+``P:F:incident:ID``                   hash      one incident
+``P:F:incidents:open``                set       ids of open incidents
+``P:F:incidents:all``                 zset      every incident id scored by open time
+``P:F:incident:fp:{svc}:KIND``        string    fingerprint -> open incident id (dedupe)
+``P:F:incident:closed:{svc}:KIND``    hash      last closed incident of a fingerprint (cooldown)
+``P:F:incidents:of:svc``              zset      the service's incident ids scored by open time
+``P:F:incident_seq:svc``              string    counter of the last incident number issued
+``P:F:approval:ID``                   hash      one approval request and its decision
+``P:F:approvals:pending``             zset      pending approval ids scored by expiry
+``P:F:approval:open:INC:DIGEST``      string    id of the pending request of one incident for one
                                                 action digest (deleted once decided)
-``P:approval:step:INC:STEP:DIGEST``   string    id of the request one step (tool call) made, so
-                                                the step re-run on resume gets it back
-``P:act:KEY``                         hash      idempotency record of one side effect
+``P:F:approval:step:INC:S:DIGEST``   string    id of the request one step S (tool call) made,
+                                                so the step re-run on resume gets it back
+``P:F:act:KEY``                       hash      idempotency record of one side effect
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
-``P:loop:shard:N``                    string    lease: the loop worker owning shard N
-``P:loop:incident:ID``                string    lease: the loop worker advancing incident ID
-``P:loop:workers``                    zset      live loop workers by last heartbeat
-``P:schema``                          hash      applied key-schema migrations
+``P:F:loop:shard:N``                  string    lease: the loop worker owning shard N
+``P:F:loop:incident:ID``              string    lease: the loop worker advancing incident ID
+``P:F:loop:workers``                  zset      live loop workers by last heartbeat
+``P:F:schema``                        hash      applied key-schema migrations
 ====================================  ========  ==================================================
 """
 
@@ -88,8 +101,14 @@ class Keys:
         return f"{self.prefix}:{{{svc}}}:{suffix}"
 
     def _fleet(self, suffix: str) -> str:
-        """A fleet-wide key (not of one service): every such key is built here."""
-        return f"{self.prefix}:{suffix}"
+        """A fleet-wide key (not of one service): every such key is built here.
+
+        All carry the one hash tag ``{P:fleet}`` (one Redis Cluster slot; see the module doc).
+
+        >>> Keys("fw").audit
+        'fw:{fw:fleet}:audit'
+        """
+        return f"{self.prefix}:{{{self.prefix}:fleet}}:{suffix}"
 
     # --- global keys ---------------------------------------------------------------
     @property
@@ -161,8 +180,12 @@ class Keys:
         return self._fleet(f"act:{key}")
 
     def checkpoint_prefix(self) -> str:
-        """Prefix under which the LangGraph checkpointer keeps its keys."""
-        return self._fleet("cp")
+        """Prefix under which the LangGraph checkpointer keeps its keys.
+
+        Not a key, and no fleet tag: each checkpoint key adds its thread's tag ``{T}`` after it,
+        so threads spread over the cluster (a fleet tag before it would win and pin them all).
+        """
+        return f"{self.prefix}:cp"
 
     # --- per-service keys ----------------------------------------------------------
     def service(self, svc: str) -> str:
@@ -215,12 +238,16 @@ class Keys:
         return self._svc(svc, "lock")
 
     def incidents_of(self, svc: str) -> str:
-        """Sorted set of one service's incident ids scored by open time."""
-        return self._svc(svc, "incidents")
+        """Sorted set of one service's incident ids scored by open time.
+
+        A fleet key, not a service key: it is written in the incident store's transactions with
+        the incident hashes and the audit stream, which live in the fleet slot.
+        """
+        return self._fleet(f"incidents:of:{svc}")
 
     def incident_seq(self, svc: str) -> str:
-        """Counter of the last incident number issued for ``svc``."""
-        return self._svc(svc, "incident_seq")
+        """Counter of the last incident number issued for ``svc`` (a fleet key, as above)."""
+        return self._fleet(f"incident_seq:{svc}")
 
     def train_lock(self, svc: str) -> str:
         """Lease that allows one training run at a time per service."""
