@@ -1,3 +1,3 @@
-"""tests/fleet/test_approvals.py, run unchanged against the 3-master Redis Cluster (see conftest)."""
+"""tests/fleet/test_approvals.py run unchanged on the 3-master Redis Cluster."""
 
-from tests.fleet.test_approvals import *  # noqa: F403 (the module's tests and fixtures, re-collected here)
+from tests.fleet.test_approvals import *  # noqa: F403 (its tests and fixtures)
