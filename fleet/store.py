@@ -3,7 +3,8 @@
 ``redis://user:pass@host:port/db`` gives AUTH (ACL user or legacy password); ``rediss://`` gives
 TLS, with ``ssl_ca_certs`` / ``ssl_cert_reqs`` taken from the URL query as redis-py reads them.
 ``redis+cluster://host:port[,host:port...]`` (``rediss+cluster://`` for TLS) gives a Redis Cluster
-client started from those nodes, with the same AUTH and TLS options. Clients decode responses to
+client started from those nodes, with the same AUTH and TLS options; a plain URL of a cluster node
+is detected and treated the same. Clients decode responses to
 ``str`` because every value flywheel stores is text or JSON.
 """
 
@@ -18,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisClusterBase
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import parse_url
 
-from fleet.errors import RedisUnavailable
+from fleet.errors import InvalidInput, RedisUnavailable
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 """Cluster URL scheme -> the single-node scheme whose options (AUTH, TLS) it takes."""
@@ -75,18 +76,18 @@ def cluster_options(url: str, *, decode: bool, timeout: float) -> dict[str, Any]
     the same as for ``redis://``; the other nodes only add start-up nodes.
 
     Raises:
-        ValueError: not a cluster URL, a node without a port, or a database other than 0.
+        InvalidInput: not a cluster URL, a node without a port, or a database other than 0.
     """
     parts = urlsplit(url)
     scheme = CLUSTER_SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise ValueError(f"not a Redis Cluster URL: {redact(url)}; use redis+cluster://host:port")
+        raise InvalidInput(f"not a Redis Cluster URL: {redact(url)}; use redis+cluster://host:port")
     creds, _, hosts = parts.netloc.rpartition("@")
     nodes = []
     for item in hosts.split(","):
         host, sep, port = item.strip().rpartition(":")
         if not sep or not port.isdigit() or not host:
-            raise ValueError(
+            raise InvalidInput(
                 f"cluster node {item!r} in {redact(url)} needs host:port, e.g. "
                 "redis+cluster://10.0.0.1:7001,10.0.0.2:7001"
             )
@@ -94,7 +95,7 @@ def cluster_options(url: str, *, decode: bool, timeout: float) -> dict[str, Any]
     first = f"{scheme}://{creds + '@' if creds else ''}{hosts.split(',')[0].strip()}"
     opts = parse_url(first + parts.path + (f"?{parts.query}" if parts.query else ""))
     if int(opts.pop("db", 0) or 0) != 0:
-        raise ValueError(f"Redis Cluster has only database 0: drop the /db from {redact(url)}")
+        raise InvalidInput(f"Redis Cluster has only database 0: drop the /db from {redact(url)}")
     for gone in ("host", "port", "path"):
         opts.pop(gone, None)
     if opts.pop("connection_class", None) is redis.SSLConnection:
@@ -111,7 +112,8 @@ def connect(url: str, *, decode: bool = True, timeout: float = 5.0) -> Any:
     Args:
         url: ``redis://[[user]:password@]host:port[/db]``, ``rediss://...`` for TLS, or
             ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (``rediss+cluster``
-            for TLS) for a Redis Cluster, which returns a :class:`ClusterClient`.
+            for TLS) for a Redis Cluster, which returns a :class:`ClusterClient`. A plain URL
+            whose server reports ``cluster_enabled`` is taken as its cluster URL.
         decode: decode replies to ``str`` (the default for everything but raw artifacts).
         timeout: socket connect and read timeout in seconds.
 
@@ -130,6 +132,10 @@ def connect(url: str, *, decode: bool = True, timeout: float = 5.0) -> Any:
                 health_check_interval=30,
             )
         client.ping()
+        if not is_cluster_url(url) and _cluster_enabled(client):
+            # A plain URL naming a cluster node would fail later with MOVED on most keys.
+            client.close()
+            return connect(as_cluster_url(url), decode=decode, timeout=timeout)
     except redis.AuthenticationError as exc:
         raise RedisUnavailable(f"Redis at {redact(url)} refused the credentials: {exc}") from exc
     except (redis.ConnectionError, redis.TimeoutError, redis.RedisClusterException,
@@ -139,6 +145,14 @@ def connect(url: str, *, decode: bool = True, timeout: float = 5.0) -> Any:
             "flywheel start its own redis-server."
         ) from exc
     return client
+
+
+def _cluster_enabled(client: redis.Redis) -> bool:
+    """Whether a single-node client's server is a cluster node (False if INFO is not allowed)."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:  # e.g. an ACL user without INFO: take the URL at its word
+        return False
 
 
 def connect_async(url: str, *, decode: bool = False, timeout: float = 5.0) -> Any:

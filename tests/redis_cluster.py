@@ -42,7 +42,7 @@ def _ports(n: int) -> list[int]:
 class LoopbackCluster:
     """Start and stop a 3-master Redis Cluster in ``data_dir`` (one sub-directory per node)."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *, password: str | None = None):
         server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
         if not server or not cli:
             raise RuntimeError(
@@ -51,15 +51,19 @@ class LoopbackCluster:
         self.server, self.cli = server, cli
         self.data_dir = data_dir
         self.ports = _ports(NODES)
+        self.password = password
         self.procs: list[subprocess.Popen[bytes]] = []
 
     @property
     def url(self) -> str:
         """``redis+cluster://`` URL naming every node."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
 
     def start(self, timeout: float = 30.0) -> LoopbackCluster:
         """Start the nodes, create the cluster, and wait until every node says it is ok."""
+        auth = ["--requirepass", self.password, "--masterauth", self.password] \
+            if self.password else []
         for port in self.ports:
             d = self.data_dir / str(port)
             d.mkdir(parents=True, exist_ok=True)
@@ -67,19 +71,23 @@ class LoopbackCluster:
                 [self.server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d),
                  "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                  "--cluster-node-timeout", "5000", "--appendonly", "no", "--save", "",
-                 "--daemonize", "no", "--logfile", str(d / "redis.log")],
+                 "--daemonize", "no", "--logfile", str(d / "redis.log"), *auth],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + timeout
         for port in self.ports:
-            self._wait(lambda p=port: redis.Redis(port=p).ping(), deadline)
+            self._wait(lambda p=port: self._node(p).ping(), deadline)
+        env = {"REDISCLI_AUTH": self.password} if self.password else {}
         subprocess.run(
             [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=timeout)
+            check=True, capture_output=True, timeout=timeout, env={"PATH": "/usr/bin:/bin", **env})
         for port in self.ports:
-            self._wait(lambda p=port: b"cluster_state:ok" in redis.Redis(port=p).execute_command(
+            self._wait(lambda p=port: b"cluster_state:ok" in self._node(p).execute_command(
                 "CLUSTER", "INFO"), deadline)
         return self
+
+    def _node(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, password=self.password, socket_connect_timeout=1)
 
     def _wait(self, ready: object, deadline: float) -> None:
         while time.monotonic() < deadline:
