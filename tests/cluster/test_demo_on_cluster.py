@@ -1,9 +1,9 @@
 """``flywheel demo`` against the 3-master Redis Cluster: in process, and as the real CLI process.
 
 The in-process run is tests/apps/test_demo.py unchanged (12,000 rows: retrain, canary, approval,
-promotion); the CLI run is a separate ``flywheel demo`` process given
-``REDIS_URL=redis+cluster://...`` on a shorter stream, which must finish with its summary and
-leave the fleet's keys spread over the cluster's nodes by their hash tags.
+promotion); the CLI run is a separate ``flywheel demo`` process given ``REDIS_URL=
+redis+cluster://...`` (or one node's URL and ``FLYWHEEL_REDIS_CLUSTER=1``) on a shorter stream,
+which must finish with its summary and leave the keys on the nodes their hash tags name.
 """
 
 from __future__ import annotations
@@ -25,10 +25,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_flywheel_demo_cli_runs_on_a_cluster_url(r, redis_url: str, tmp_path: Path):
+@pytest.mark.parametrize("form", ["url", "flag"])
+def test_flywheel_demo_cli_runs_on_a_cluster_url(form: str, r, redis_cluster, tmp_path: Path):
     prefix = f"democli{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "REDIS_URL": redis_url, "FLYWHEEL_PREFIX": prefix,
-           "PYTHONPATH": str(ROOT), "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env = {**os.environ, "FLYWHEEL_PREFIX": prefix, "PYTHONPATH": str(ROOT),
+           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    if form == "url":  # redis+cluster://node1,node2,node3
+        env["REDIS_URL"] = redis_cluster.url
+    else:  # one node's plain URL and FLYWHEEL_REDIS_CLUSTER=1
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_cluster.ports[2]}/0"
+        env["FLYWHEEL_REDIS_CLUSTER"] = "1"
     env.pop("FLYWHEEL_MODEL", None)
     try:
         proc = subprocess.run(
