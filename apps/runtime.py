@@ -14,6 +14,7 @@ from fleet.audit import Audit
 from fleet.clock import Clock, SystemClock
 from fleet.embedded_redis import EmbeddedRedis
 from fleet.keys import Keys
+from fleet.migrations import migrate
 from fleet.registry import ArtifactStore, Registry
 from fleet.store import connect
 from fleet.telemetry import TelemetryReader, TelemetryWriter
@@ -65,6 +66,7 @@ def open_fleet(
         r = connect(url)
         fleet = build_fleet(r, url, prefix=settings.prefix, artifacts=home / "artifacts",
                             clock=clock)
+        migrate(r, fleet.keys, now=fleet.clock.now())  # once per prefix: old key names move
         fleet.embedded = server
         yield fleet
         r.close()

@@ -66,6 +66,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fleet.errors import InvalidInput
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
@@ -96,6 +98,14 @@ class Keys:
     """
 
     prefix: str = "fw"
+
+    def __post_init__(self) -> None:
+        # A brace in the prefix would move or break the hash tags every key relies on.
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise InvalidInput(
+                f"key prefix {self.prefix!r} (FLYWHEEL_PREFIX) must be non-empty and contain "
+                "no '{' or '}' (Redis Cluster hash tags use them)"
+            )
 
     def _svc(self, svc: str, suffix: str) -> str:
         return f"{self.prefix}:{{{svc}}}:{suffix}"

@@ -90,3 +90,9 @@ def test_checkpoint_keys_carry_their_threads_tag_not_the_fleet_tag():
     assert key_slot(a.encode()) == key_slot(b"inc-a-1")
     assert key_slot(a.encode()) != key_slot(b.encode())
     assert key_slot(cp.index("inc-a-1", "").encode()) == key_slot(a.encode())
+
+
+@pytest.mark.parametrize("prefix", ["", "a{b", "fw}"])
+def test_a_prefix_that_would_break_the_hash_tags_is_refused(prefix: str):
+    with pytest.raises(InvalidInput, match="FLYWHEEL_PREFIX"):
+        Keys(prefix)
