@@ -15,10 +15,19 @@ import pytest
 
 from fleet.keys import Keys
 from fleet.store import connect
-from tests.e2e.conftest import record_usage, scripted_llms, trainer_pool, usage_log, world_factory
+from tests.e2e.conftest import REPO, record_usage, scripted_llms, trainer_pool, world_factory
+from tests.e2e.llm import UsageLog
 from tests.redis_cluster import LoopbackCluster
 
-__all__ = ["record_usage", "scripted_llms", "trainer_pool", "usage_log", "world_factory"]
+__all__ = ["record_usage", "scripted_llms", "trainer_pool", "world_factory"]
+
+
+@pytest.fixture(scope="session")
+def usage_log() -> Iterator[UsageLog]:
+    """LLM usage of the flows re-run here, in a file of its own (the e2e runs keep theirs)."""
+    log = UsageLog(REPO / "out" / "llm_usage_cluster.json")
+    yield log
+    log.write()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
