@@ -16,7 +16,7 @@ from fleet.embedded_redis import EmbeddedRedis
 from fleet.keys import Keys
 from fleet.migrations import migrate
 from fleet.registry import ArtifactStore, Registry
-from fleet.store import connect
+from fleet.store import connect, is_cluster
 from fleet.telemetry import TelemetryReader, TelemetryWriter
 
 
@@ -67,6 +67,8 @@ def open_fleet(
         fleet = build_fleet(r, url, prefix=settings.prefix, artifacts=home / "artifacts",
                             clock=clock)
         migrate(r, fleet.keys, now=fleet.clock.now())  # once per prefix: old key names move
+        if is_cluster(r):  # audit entries a crash left in the services' outboxes move now
+            fleet.audit.outbox.drain_all(fleet.registry.services())
         fleet.embedded = server
         yield fleet
         r.close()

@@ -13,8 +13,9 @@ the FIRST ``{...}`` of a key: the ``{svc}`` inside ``P:F:incident:fp:{svc}:KIND`
 A service's incident index and counter (``incidents_of``, ``incident_seq``) are fleet keys for the
 same reason: the incident store opens an incident in one transaction. Checkpoint keys are the
 exception: ``P:cp:{T}:...`` carries a per-thread tag (graphs/checkpoint_layout), as each
-checkpoint transaction touches one thread only. Changes that span a service's slot and the fleet
-slot (the registry's writes with their audit entry) are ordered instead; see fleet/registry/store.
+checkpoint transaction touches one thread only. The registry's changes (service slot) cannot
+carry their audit entry (fleet slot) in one MULTI on a cluster: they put it in the service's
+outbox, moved to the audit stream exactly once after (fleet/audit_outbox).
 
 ====================================  ========  ==================================================
 key                                   type      holds
@@ -35,8 +36,13 @@ key                                   type      holds
 ``P:{svc}:cooldown``                  hash      action kind -> time of its last successful run
 ``P:{svc}:rollbacks``                 zset      rollbacks of the last hour scored by their time
 ``P:{svc}:failures``                  hash      action kind -> consecutive failures
+``P:{svc}:audit:outbox``              stream    Redis Cluster only: audit entries of the
+                                                service's registry changes, until moved to
+                                                ``P:F:audit`` (fleet/audit_outbox)
 ``P:F:dlq``                           stream    rejected telemetry with the reason
 ``P:F:audit``                         stream    every change, who/what/why/when, append-only
+``P:F:audit:moved:SVC:ID``            string    marker: outbox entry ID of SVC is in the audit
+                                                (expires after a week)
 ``P:F:monitor``                       hash      fleet-wide monitor state: last tick summary,
                                                 dead-letter cursor
 ``P:F:incident:ID``                   hash      one incident
@@ -135,6 +141,10 @@ class Keys:
     def audit(self) -> str:
         """Append-only audit stream."""
         return self._fleet("audit")
+
+    def audit_moved(self, svc: str, entry_id: str) -> str:
+        """Marker that outbox entry ``entry_id`` of ``svc`` was appended to the audit stream."""
+        return self._fleet(f"audit:moved:{svc}:{entry_id}")
 
     @property
     def monitor_fleet(self) -> str:
@@ -274,3 +284,7 @@ class Keys:
     def failures(self, svc: str) -> str:
         """Hash of action kind -> consecutive failures."""
         return self._svc(svc, "failures")
+
+    def audit_outbox(self, svc: str) -> str:
+        """Stream of the service's audit entries not yet moved to the audit stream (cluster)."""
+        return self._svc(svc, "audit:outbox")

@@ -66,15 +66,16 @@ class Registry:
             created_at=self.clock.now(),
         )
         key = self.keys.service(name)
-        # On a Redis Cluster the services set and the audit stream (fleet slot) cannot join the
-        # MULTI on the service hash (service slot): they are written right after it. A crash in
-        # between leaves a hash that is not listed yet; registering the name again lists it.
+        # On a Redis Cluster the services set (fleet slot) cannot join the MULTI on the service
+        # hash (service slot): it is written right after. A crash in between leaves a hash that
+        # is not listed yet; registering the name again lists it (and moves its audit entry).
         cluster = is_cluster(self.r)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.watch(key)
             if pipe.exists(key):
                 if cluster:
                     self.r.sadd(self.keys.services, name)
+                    self.audit.outbox.drain(name)
                 raise AlreadyExists(f"service {name!r} is already registered")
             pipe.multi()
             pipe.hset(key, mapping=rec.to_hash())

@@ -102,3 +102,39 @@ def test_a_transaction_across_two_slots_is_still_refused(r, keys: Keys):
         pipe.set(keys.audit, 1)
         pipe.execute()
     assert not r.exists(keys.service("a"))
+
+
+def _status_entries(audit) -> list[str]:
+    return [e.reason for e in audit.read(service="first", action_prefix="registry.accept")]
+
+
+def test_a_registry_changes_audit_entry_reaches_the_audit_once_whatever_the_crash_point(
+        r, keys: Keys, clock, tmp_path: Path):
+    registry = Registry(r, keys, ArtifactStore(tmp_path), clock=clock)
+    registry.register_service("first", task="classification",
+                              schema=FeatureSchema.numeric(["a", "b"]))
+    audit, box = registry.audit, keys.audit_outbox("first")
+    registry.accept_performance("first", actor="t", reason="plain")
+    assert _status_entries(audit) == ["plain"] and r.xlen(box) == 0
+
+    # Crash right after the change committed: its entry waits in the service's outbox.
+    with r.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.service("first"), "accepted_at", "1.0")
+        audit.add_after(pipe, "t", "registry.accept_performance", service="first", reason="cut")
+        pipe.execute()
+    assert _status_entries(audit) == ["plain"] and r.xlen(box) == 1
+    # The next start (or the service's next change) moves it, once.
+    assert audit.outbox.drain_all(registry.services()) == 1
+    assert audit.outbox.drain("first") == 0
+    assert _status_entries(audit) == ["plain", "cut"] and r.xlen(box) == 0
+
+    # Crash after the move, before the outbox entry was deleted: never appended twice.
+    with r.pipeline(transaction=True) as pipe:
+        audit.add_after(pipe, "t", "registry.accept_performance", service="first", reason="moved")
+        pipe.execute()
+    sid, fields = r.xrange(box)[0]
+    flat = [x for pair in fields.items() for x in pair]
+    assert audit.outbox._move(keys=[keys.audit, keys.audit_moved("first", sid)],
+                              args=[60, *flat]) == 1
+    assert audit.outbox.drain("first") == 0
+    assert _status_entries(audit) == ["plain", "cut", "moved"] and r.xlen(box) == 0
