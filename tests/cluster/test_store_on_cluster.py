@@ -138,3 +138,22 @@ def test_a_registry_changes_audit_entry_reaches_the_audit_once_whatever_the_cras
                               args=[60, *flat]) == 1
     assert audit.outbox.drain("first") == 0
     assert _status_entries(audit) == ["plain", "cut", "moved"] and r.xlen(box) == 0
+
+
+def test_a_tls_cluster_is_reached_by_rediss_cluster_with_its_ca(tmp_path: Path):
+    cluster = LoopbackCluster(tmp_path / "tls-cluster", tls=True).start()
+    try:
+        assert cluster.url.startswith("rediss+cluster://")
+        client = connect(cluster.url)
+        assert isinstance(client, ClusterClient)
+        for i in range(20):  # keys on every node, each reached over TLS
+            client.set(f"tls:{i}", i)
+        assert [client.get(f"tls:{i}") for i in (0, 19)] == ["0", "19"]
+        assert raw_twin(client).get("tls:19") == b"19"
+        client.close()
+        # Without TLS the same nodes do not answer.
+        with pytest.raises(RedisUnavailable):
+            connect(cluster.url.replace("rediss+cluster", "redis+cluster").split("?")[0],
+                    timeout=1.0)
+    finally:
+        cluster.stop()
