@@ -15,7 +15,8 @@ same reason: the incident store opens an incident in one transaction. Checkpoint
 exception: ``P:cp:{T}:...`` carries a per-thread tag (graphs/checkpoint_layout), as each
 checkpoint transaction touches one thread only. The registry's changes (service slot) cannot
 carry their audit entry (fleet slot) in one MULTI on a cluster: they put it in the service's
-outbox, moved to the audit stream exactly once after (fleet/audit_outbox).
+outbox, moved to the audit stream exactly once after (fleet/audit_outbox). Keys of the layout
+before the fleet tag are renamed once by fleet/migrations.
 
 ====================================  ========  ==================================================
 key                                   type      holds
@@ -56,7 +57,7 @@ key                                   type      holds
 ``P:F:approvals:pending``             zset      pending approval ids scored by expiry
 ``P:F:approval:open:INC:DIGEST``      string    id of the pending request of one incident for one
                                                 action digest (deleted once decided)
-``P:F:approval:step:INC:S:DIGEST``   string    id of the request one step S (tool call) made,
+``P:F:approval:step:INC:S:DIGEST``     string    id of the request one step S (tool call) made,
                                                 so the step re-run on resume gets it back
 ``P:F:act:KEY``                       hash      idempotency record of one side effect
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)

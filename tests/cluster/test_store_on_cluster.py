@@ -3,6 +3,7 @@ the nodes, scripts a node has never seen, and a registration cut between its two
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +141,7 @@ def test_a_registry_changes_audit_entry_reaches_the_audit_once_whatever_the_cras
     assert _status_entries(audit) == ["plain", "cut", "moved"] and r.xlen(box) == 0
 
 
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make test certs")
 def test_a_tls_cluster_is_reached_by_rediss_cluster_with_its_ca(tmp_path: Path):
     cluster = LoopbackCluster(tmp_path / "tls-cluster", tls=True).start()
     try:
