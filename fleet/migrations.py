@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from fleet.keys import Keys
 from fleet.store import is_cluster
 
@@ -63,8 +65,12 @@ def migrate(r: Any, keys: Keys, *, now: float) -> int:
         pattern = f"{_glob_escape(keys.prefix)}:*"
         for key in list(r.scan_iter(match=pattern, count=1000)):
             target = new_name(keys, key if isinstance(key, str) else key.decode())
-            if target is not None and r.renamenx(key, target):
-                moved += 1
+            if target is None:
+                continue
+            try:
+                moved += int(r.renamenx(key, target))
+            except redis.ResponseError:  # gone: another process starting now moved it first
+                continue
     r.hset(schema, FLEET_TAG, repr(now))
     return moved
 

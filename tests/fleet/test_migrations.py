@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fleet.audit import Audit
 from fleet.keys import Keys
-from fleet.migrations import FLEET_TAG, migrate
+from fleet.migrations import FLEET_TAG, migrate, new_name
 
 
 def test_old_fleet_keys_move_under_the_fleet_tag_once_and_read_the_same(r, keys: Keys, clock):
@@ -45,3 +45,17 @@ def test_a_new_key_already_written_is_never_overwritten(r, keys: Keys):
     assert migrate(r, keys, now=1.0) == 0
     assert r.smembers(keys.services) == {"new"}
     assert r.smembers(f"{keys.prefix}:services") == {"old"}
+
+
+def test_a_key_another_starting_process_moved_first_is_skipped(r, keys: Keys, monkeypatch):
+    r.sadd(f"{keys.prefix}:services", "elec")
+    r.xadd(f"{keys.prefix}:audit", {"a": "b"})
+    # The race, replayed: our SCAN saw both keys, then another process starting at the same
+    # time renamed the audit stream before our RENAMENX reached it.
+    scanned = sorted(r.scan_iter(match=f"{keys.prefix}:*"))
+    target = new_name(keys, f"{keys.prefix}:audit")
+    assert target is not None
+    r.rename(f"{keys.prefix}:audit", target)
+    monkeypatch.setattr(r, "scan_iter", lambda **kw: iter(scanned))
+    assert migrate(r, keys, now=1.0) == 1
+    assert r.smembers(keys.services) == {"elec"} and r.xlen(keys.audit) == 1
