@@ -93,7 +93,10 @@ def cluster_options(url: str, *, decode: bool, timeout: float) -> dict[str, Any]
             )
         nodes.append(ClusterNode(host.strip("[]"), int(port)))
     first = f"{scheme}://{creds + '@' if creds else ''}{hosts.split(',')[0].strip()}"
-    opts = parse_url(first + parts.path + (f"?{parts.query}" if parts.query else ""))
+    try:
+        opts = parse_url(first + parts.path + (f"?{parts.query}" if parts.query else ""))
+    except ValueError as exc:
+        raise InvalidInput(f"bad Redis Cluster URL {redact(url)}: {exc}") from exc
     if int(opts.pop("db", 0) or 0) != 0:
         raise InvalidInput(f"Redis Cluster has only database 0: drop the /db from {redact(url)}")
     for gone in ("host", "port", "path"):

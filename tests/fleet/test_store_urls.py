@@ -96,3 +96,12 @@ def test_checkpoint_keys_carry_their_threads_tag_not_the_fleet_tag():
 def test_a_prefix_that_would_break_the_hash_tags_is_refused(prefix: str):
     with pytest.raises(InvalidInput, match="FLYWHEEL_PREFIX"):
         Keys(prefix)
+
+
+def test_an_unreachable_cluster_is_one_clear_error():
+    from fleet.embedded_redis import free_port
+    from fleet.errors import RedisUnavailable
+    from fleet.store import connect
+
+    with pytest.raises(RedisUnavailable, match="cannot reach Redis at redis\\+cluster://"):
+        connect(f"redis+cluster://127.0.0.1:{free_port()}", timeout=1.0)
