@@ -17,7 +17,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.prompt import Confirm, Prompt
@@ -36,6 +35,7 @@ from fleet.gateway.app import create_gateway_app
 from fleet.replay.replayer import BatchReport
 from fleet.replay.targets import HttpTarget
 from fleet.schema import Policy
+from fleet.store import connect
 
 SERVICE = "elec"
 TRAIN_ROWS = 2_000
@@ -72,7 +72,7 @@ def run_demo(settings: Settings, console: Console, *, rows: int, out: Path, seed
     stop = min(len(stream), TRAIN_ROWS + rows) if rows else len(stream)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="flywheel-demo-") as home, _redis(settings) as url:
-        r = redis.Redis.from_url(url, decode_responses=True)
+        r = connect(url)
         tally = _Tally()
         world = make_world(r, url, prefix=settings.prefix, artifacts=Path(home) / "artifacts",
                            stream=stream, service=SERVICE, train_rows=TRAIN_ROWS, seed=seed,

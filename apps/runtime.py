@@ -14,8 +14,9 @@ from fleet.audit import Audit
 from fleet.clock import Clock, SystemClock
 from fleet.embedded_redis import EmbeddedRedis
 from fleet.keys import Keys
+from fleet.migrations import migrate
 from fleet.registry import ArtifactStore, Registry
-from fleet.store import connect
+from fleet.store import connect, is_cluster
 from fleet.telemetry import TelemetryReader, TelemetryWriter
 
 
@@ -67,6 +68,9 @@ def open_fleet(
         r = connect(url)
         fleet = build_fleet(r, url, prefix=settings.prefix, artifacts=home / "artifacts",
                             clock=clock, audit_context=audit_context)
+        migrate(r, fleet.keys, now=fleet.clock.now())  # once per prefix: old key names move
+        if is_cluster(r):  # audit entries a crash left in the services' outboxes move now
+            fleet.audit.outbox.drain_all(fleet.registry.services())
         fleet.embedded = server
         yield fleet
         r.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fleet.errors import InvalidInput
+from fleet.store import as_cluster_url
 
 
 class Settings(BaseSettings):
@@ -19,8 +20,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "FLYWHEEL_REDIS_URL")
     )
-    """Redis to use (``redis://`` or ``rediss://`` for TLS, credentials in the URL). Unset: start a
-    private redis-server child on a free port with a temp dir, stopped on exit."""
+    """Redis to use (``redis://`` or ``rediss://`` for TLS, credentials in the URL;
+    ``redis+cluster://host:port[,host:port...]`` for a Redis Cluster). Unset: start a private
+    redis-server child on a free port with a temp dir, stopped on exit."""
     home: Path = Path("~/.flywheel").expanduser()
     """Where model artifacts (and an embedded Redis's data, if asked) live."""
     prefix: str = "fw"
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
     """Dask scheduler address (``tcp://host:8786``): training jobs run on that cluster; unset =
     a local worker process (needs ``pip install 'flywheel[dask]'``)."""
 
+    # --- redis cluster ---
+    redis_cluster: bool = False
+    """Treat ``REDIS_URL`` (``redis://`` or ``rediss://``) as a Redis Cluster node: the same as
+    writing it ``redis+cluster://`` (``FLYWHEEL_REDIS_CLUSTER=1``)."""
+
     def api_identities(self) -> dict[str, str]:
         """Bearer token -> identity, from ``FLYWHEEL_API_TOKENS`` (empty when unset).
 
@@ -91,6 +98,14 @@ class Settings(BaseSettings):
                 )
             pairs[user.strip()] = identity.strip()
         return pairs
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> Settings:
+        # One place turns the flag into the URL form, so every entry point that reads
+        # ``redis_url`` (fleet, demo, serve, eval) connects with a cluster client alike.
+        if self.redis_cluster and self.redis_url is not None:
+            self.redis_url = SecretStr(as_cluster_url(self.redis_url.get_secret_value()))
+        return self
 
 
 def parse_api_tokens(text: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ from fleet.monitor import Monitor, MonitorConfig
 from fleet.monitor.service import MonitorService
 from fleet.operations import Operations
 from fleet.operations.approved import ApprovedRequests
+from fleet.store import raw_twin
 from fleet.trainer import Trainer
 from graphs.assembly import GraphOptions, build_incident_runner
 from graphs.checkpointer import RedisSaver
@@ -114,11 +115,8 @@ def build_system(
 
 
 def raw_client(r: redis.Redis) -> redis.Redis:
-    """A non-decoding client on the same server (the checkpointer stores bytes)."""
-    kw = dict(r.connection_pool.connection_kwargs)
-    kw["decode_responses"] = False
-    return redis.Redis(connection_pool=redis.ConnectionPool(
-        connection_class=r.connection_pool.connection_class, **kw))
+    """A non-decoding client on the same server or cluster (the checkpointer stores bytes)."""
+    return raw_twin(r)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from evals.world import Human, approve_all, make_world, never_answers, reject_al
 from fleet.audit import Audit
 from fleet.datasets import DriftStream
 from fleet.replay.replayer import BatchReport
+from fleet.store import connect
 from supervisors.brains import BrainConfig
 
 HUMANS: dict[str, Human] = {"approve": approve_all, "reject": reject_all,
@@ -227,7 +228,7 @@ def run_suite(
         jobs += [(i, case.reseeded(s), case.seed_baselines()) for s in case.seeds(seeds)[1:]]
     with contextlib.ExitStack() as stack:
         url = redis_url or _embedded(stack)
-        r = redis.Redis.from_url(url, decode_responses=True)
+        r = connect(url)
         stack.callback(r.close)
         base_pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=spawn))
         trainer_pool = stack.enter_context(ProcessPoolExecutor(1, mp_context=spawn))

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
 
+from fleet.audit_outbox import AuditOutbox
 from fleet.clock import Clock, SystemClock
 from fleet.keys import Keys
+from fleet.store import is_cluster
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,35 @@ class Audit:
                 break
         out.reverse()
         return out
+
+    def add_after(
+        self,
+        pipe: Any,
+        actor: str,
+        action: str,
+        *,
+        service: str = "",
+        reason: str = "",
+        **details: Any,
+    ) -> Callable[[], object]:
+        """Queue the entry of a change to a SERVICE's keys; call what it returns after EXEC.
+
+        On one Redis the entry commits in ``pipe`` with the change (as :meth:`add_to`) and the
+        returned call does nothing. On a Redis Cluster the audit stream lives in the fleet slot,
+        the service's keys in the service's slot, and one MULTI cannot span two slots: the
+        entry commits with the change in the service's outbox, and the returned call moves it
+        to the audit stream (exactly once, even after a crash; see fleet/audit_outbox).
+        """
+        entry = self.fields(actor, action, service=service, reason=reason, **details)
+        if not is_cluster(pipe):
+            pipe.xadd(self.keys.audit, entry)
+            return lambda: None
+        if not service:
+            raise ValueError("add_after is for a change to a service's keys: name the service")
+        self.outbox.queue(pipe, service, entry)
+        return lambda: self.outbox.drain(service)
+
+    @cached_property
+    def outbox(self) -> AuditOutbox:
+        """The services' audit outboxes (used on a Redis Cluster only)."""
+        return AuditOutbox(self.r, self.keys)

@@ -4,10 +4,24 @@ Layout (``P`` is the prefix, ``fw`` by default; tests use a unique prefix per te
 belongs to one service carries the hash tag ``{svc}`` so all of a service's keys land in one Redis
 Cluster slot and can be touched by one pipeline or Lua script.
 
+Every fleet-wide key carries the one fixed hash tag ``{P:fleet}`` (written ``F`` below, so
+``P:F:audit`` is ``fw:{fw:fleet}:audit``), put on by :meth:`Keys._fleet`. They share ONE slot on
+purpose: the audit stream is appended inside the transactions and Lua scripts of incidents,
+approvals and the action ledger, so every key those touch must sit in the audit's slot. The tag
+contains ``:``, which a service name cannot, so it never equals a service's tag. Redis hashes only
+the FIRST ``{...}`` of a key: the ``{svc}`` inside ``P:F:incident:fp:{svc}:KIND`` is just text.
+A service's incident index and counter (``incidents_of``, ``incident_seq``) are fleet keys for the
+same reason: the incident store opens an incident in one transaction. Checkpoint keys are the
+exception: ``P:cp:{T}:...`` carries a per-thread tag (graphs/checkpoint_layout), as each
+checkpoint transaction touches one thread only. The registry's changes (service slot) cannot
+carry their audit entry (fleet slot) in one MULTI on a cluster: they put it in the service's
+outbox, moved to the audit stream exactly once after (fleet/audit_outbox). Keys of the layout
+before the fleet tag are renamed once by fleet/migrations.
+
 ====================================  ========  ==================================================
 key                                   type      holds
 ====================================  ========  ==================================================
-``P:services``                        set       names of all registered services
+``P:F:services``                      set       names of all registered services
 ``P:{svc}:service``                   hash      task, schema, policy, champion, challenger, split,
                                                 mode, generation (bumped on every pointer change)
 ``P:{svc}:versions``                  string    counter of the last version number issued
@@ -23,40 +37,46 @@ key                                   type      holds
 ``P:{svc}:cooldown``                  hash      action kind -> time of its last successful run
 ``P:{svc}:rollbacks``                 zset      rollbacks of the last hour scored by their time
 ``P:{svc}:failures``                  hash      action kind -> consecutive failures
-``P:dlq``                             stream    rejected telemetry with the reason
-``P:audit``                           stream    every change, who/what/why/when, append-only
-``P:monitor``                         hash      fleet-wide monitor state: last tick summary,
+``P:{svc}:audit:outbox``              stream    Redis Cluster only: audit entries of the
+                                                service's registry changes, until moved to
+                                                ``P:F:audit`` (fleet/audit_outbox)
+``P:F:dlq``                           stream    rejected telemetry with the reason
+``P:F:audit``                         stream    every change, who/what/why/when, append-only
+``P:F:audit:moved:SVC:ID``            string    marker: outbox entry ID of SVC is in the audit
+                                                (expires after a week)
+``P:F:monitor``                       hash      fleet-wide monitor state: last tick summary,
                                                 dead-letter cursor
-``P:incident:ID``                     hash      one incident
-``P:incidents:open``                  set       ids of open incidents
-``P:incident:fp:{svc}:KIND``          string    fingerprint -> open incident id (dedupe)
-``P:incident:closed:{svc}:KIND``      hash      last closed incident of a fingerprint (cooldown)
-``P:{svc}:incidents``                 zset      the service's incident ids scored by open time
-``P:{svc}:incident_seq``              string    counter of the last incident number issued
-``P:approval:ID``                     hash      one approval request and its decision
-``P:approvals:pending``               zset      pending approval ids scored by expiry
-``P:approval:open:INC:DIGEST``        string    id of the pending request of one incident for one
+``P:F:incident:ID``                   hash      one incident
+``P:F:incidents:open``                set       ids of open incidents
+``P:F:incidents:all``                 zset      every incident id scored by open time
+``P:F:incident:fp:{svc}:KIND``        string    fingerprint -> open incident id (dedupe)
+``P:F:incident:closed:{svc}:KIND``    hash      last closed incident of a fingerprint (cooldown)
+``P:F:incidents:of:svc``              zset      the service's incident ids scored by open time
+``P:F:incident_seq:svc``              string    counter of the last incident number issued
+``P:F:approval:ID``                   hash      one approval request and its decision
+``P:F:approvals:pending``             zset      pending approval ids scored by expiry
+``P:F:approval:open:INC:DIGEST``      string    id of the pending request of one incident for one
                                                 action digest (deleted once decided)
-``P:approval:step:INC:STEP:DIGEST``   string    id of the request one step (tool call) made, so
-                                                the step re-run on resume gets it back
-``P:act:KEY``                         hash      idempotency record of one side effect
-``P:approvals:chat``                  set       chat-made approval ids whose approval the loop
+``P:F:approval:step:INC:S:DIGEST``     string    id of the request one step S (tool call) made,
+                                                so the step re-run on resume gets it back
+``P:F:act:KEY``                       hash      idempotency record of one side effect
+``P:F:approvals:chat``                set       chat-made approval ids whose approval the loop
                                                 watches, to run them once approved
-``P:slack:approval:ID``               hash      the Slack prompt of one approval: channel, ts,
+``P:F:slack:approval:ID``             hash      the Slack prompt of one approval: channel, ts,
                                                 locked (claimed once by whoever updates it)
-``P:slack:claim:ID``                  string    lease: the process posting one Slack message
-``P:slack:open``                      set       approval ids whose prompt is posted, not locked
-``P:slack:incident:ID``               hash      the Slack thread of one incident: channel, ts,
+``P:F:slack:claim:ID``                string    lease: the process posting one Slack message
+``P:F:slack:open``                    set       approval ids whose prompt is posted, not locked
+``P:F:slack:incident:ID``             hash      the Slack thread of one incident: channel, ts,
                                                 audit cursor of the steps already summarised
-``P:slack:incidents``                 set       incident ids whose thread is not closed yet
-``P:slack:delivery:ID``               string    a Slack delivery already handled (retries), TTL
+``P:F:slack:incidents``               set       incident ids whose thread is not closed yet
+``P:F:slack:delivery:ID``             string    a Slack delivery already handled (retries), TTL
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
-``P:loop:shard:N``                    string    lease: the loop worker owning shard N
-``P:loop:incident:ID``                string    lease: the loop worker advancing incident ID
-``P:loop:workers``                    zset      live loop workers by last heartbeat
-``P:loop:trainers``                   hash      loop worker -> its trainer's health (JSON, with
+``P:F:loop:shard:N``                  string    lease: the loop worker owning shard N
+``P:F:loop:incident:ID``              string    lease: the loop worker advancing incident ID
+``P:F:loop:workers``                  zset      live loop workers by last heartbeat
+``P:F:loop:trainers``                 hash      loop worker -> its trainer's health (JSON, with
                                                 the time it was written)
-``P:schema``                          hash      applied key-schema migrations
+``P:F:schema``                        hash      applied key-schema migrations
 ====================================  ========  ==================================================
 """
 
@@ -64,6 +84,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from fleet.errors import InvalidInput
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -96,12 +118,26 @@ class Keys:
 
     prefix: str = "fw"
 
+    def __post_init__(self) -> None:
+        # A brace in the prefix would move or break the hash tags every key relies on.
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise InvalidInput(
+                f"key prefix {self.prefix!r} (FLYWHEEL_PREFIX) must be non-empty and contain "
+                "no '{' or '}' (Redis Cluster hash tags use them)"
+            )
+
     def _svc(self, svc: str, suffix: str) -> str:
         return f"{self.prefix}:{{{svc}}}:{suffix}"
 
     def _fleet(self, suffix: str) -> str:
-        """A fleet-wide key (not of one service): every such key is built here."""
-        return f"{self.prefix}:{suffix}"
+        """A fleet-wide key (not of one service): every such key is built here.
+
+        All carry the one hash tag ``{P:fleet}`` (one Redis Cluster slot; see the module doc).
+
+        >>> Keys("fw").audit
+        'fw:{fw:fleet}:audit'
+        """
+        return f"{self.prefix}:{{{self.prefix}:fleet}}:{suffix}"
 
     # --- global keys ---------------------------------------------------------------
     @property
@@ -118,6 +154,10 @@ class Keys:
     def audit(self) -> str:
         """Append-only audit stream."""
         return self._fleet("audit")
+
+    def audit_moved(self, svc: str, entry_id: str) -> str:
+        """Marker that outbox entry ``entry_id`` of ``svc`` was appended to the audit stream."""
+        return self._fleet(f"audit:moved:{svc}:{entry_id}")
 
     @property
     def monitor_fleet(self) -> str:
@@ -204,8 +244,12 @@ class Keys:
         return self._fleet(f"slack:delivery:{delivery_id}")
 
     def checkpoint_prefix(self) -> str:
-        """Prefix under which the LangGraph checkpointer keeps its keys."""
-        return self._fleet("cp")
+        """Prefix under which the LangGraph checkpointer keeps its keys.
+
+        Not a key, and no fleet tag: each checkpoint key adds its thread's tag ``{T}`` after it,
+        so threads spread over the cluster (a fleet tag before it would win and pin them all).
+        """
+        return f"{self.prefix}:cp"
 
     # --- per-service keys ----------------------------------------------------------
     def service(self, svc: str) -> str:
@@ -263,12 +307,16 @@ class Keys:
         return self._svc(svc, "lock")
 
     def incidents_of(self, svc: str) -> str:
-        """Sorted set of one service's incident ids scored by open time."""
-        return self._svc(svc, "incidents")
+        """Sorted set of one service's incident ids scored by open time.
+
+        A fleet key, not a service key: it is written in the incident store's transactions with
+        the incident hashes and the audit stream, which live in the fleet slot.
+        """
+        return self._fleet(f"incidents:of:{svc}")
 
     def incident_seq(self, svc: str) -> str:
-        """Counter of the last incident number issued for ``svc``."""
-        return self._svc(svc, "incident_seq")
+        """Counter of the last incident number issued for ``svc`` (a fleet key, as above)."""
+        return self._fleet(f"incident_seq:{svc}")
 
     def train_lock(self, svc: str) -> str:
         """Lease that allows one training run at a time per service."""
@@ -285,3 +333,7 @@ class Keys:
     def failures(self, svc: str) -> str:
         """Hash of action kind -> consecutive failures."""
         return self._svc(svc, "failures")
+
+    def audit_outbox(self, svc: str) -> str:
+        """Stream of the service's audit entries not yet moved to the audit stream (cluster)."""
+        return self._svc(svc, "audit:outbox")

@@ -52,8 +52,10 @@ def queue_completion(
     for rec in records:
         pipe.hgetall(keys.writes(thread_id, ns, rec.checkpoint_id))
         refs = rec.blob_keys(keys, thread_id, ns)
-        if refs:  # MGET with no key is a syntax error
-            pipe.mget([key for _, key in refs])
+        # One GET per blob, not MGET: redis-py's cluster pipeline refuses multi-key commands
+        # (even within one slot); in the same pipeline it costs no extra round trip.
+        for _, key in refs:
+            pipe.get(key)
         blob_keys.append(refs)
     return blob_keys
 
@@ -71,7 +73,7 @@ def finish_completion(
     out = []
     for rec, refs in zip(records, blob_keys, strict=True):
         writes = next(it)
-        values = next(it) if refs else []
+        values = [next(it) for _ in refs]
         blobs = list(zip((ch for ch, _ in refs), values, strict=True))
         out.append(build_tuple(serde, thread_id, ns, rec, writes, blobs))
     return out

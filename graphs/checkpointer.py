@@ -113,6 +113,9 @@ class _RedisSaverBase(BaseCheckpointSaver[str]):
 class RedisSaver(_RedisSaverBase):
     """Checkpoint saver on a blocking ``redis.Redis`` client (:class:`AsyncRedisSaver` for async).
 
+    A Redis Cluster client works too (``fleet.store.connect(url, decode=False)`` with a
+    ``redis+cluster://`` URL): each transaction touches one thread, whose keys share its tag.
+
     Semantics mirror ``langgraph.checkpoint.memory.InMemorySaver``. Every write is one MULTI/EXEC
     on keys of a single thread. Old checkpoints are bounded by :meth:`prune` and/or
     ``ttl_seconds``: with a TTL every key a write touches expires that many seconds after the
@@ -347,8 +350,10 @@ class RedisSaver(_RedisSaverBase):
 class AsyncRedisSaver(_RedisSaverBase):
     """Checkpoint saver on a ``redis.asyncio.Redis`` client; the async twin of :class:`RedisSaver`.
 
-    Only the ``a*`` methods work: a graph compiled with it must be run with ``ainvoke`` /
-    ``astream``. Args, key layout and TTL semantics are those of :class:`RedisSaver`.
+    On a Redis Cluster give it ``fleet.store.connect_async(url)`` (a
+    ``redis.asyncio.cluster.RedisCluster``). Only the ``a*`` methods work: a graph compiled with
+    it must be run with ``ainvoke`` / ``astream``. Args, key layout and TTL semantics are those
+    of :class:`RedisSaver`.
     """
 
     client: aredis.Redis

@@ -228,7 +228,7 @@ class IncidentStore:
     def _atomic(self, fn: Callable[[Pipeline], T], *watch: str) -> T:
         """Run ``fn`` (reads, then MULTI/EXEC) with ``watch`` watched, retrying lost races."""
         for _ in range(_ATTEMPTS):
-            with self.r.pipeline() as pipe:
+            with self.r.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(*watch)
                     return fn(pipe)

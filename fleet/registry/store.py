@@ -20,6 +20,7 @@ from fleet.keys import Keys, check_service_name
 from fleet.registry.artifacts import ArtifactStore
 from fleet.registry.records import Mode, ServiceRecord, VersionRecord, VersionStatus
 from fleet.schema import FeatureSchema, Policy, Task
+from fleet.store import is_cluster
 
 
 class Registry:
@@ -66,18 +67,29 @@ class Registry:
             created_at=self.clock.now(),
         )
         key = self.keys.service(name)
-        with self.r.pipeline() as pipe:
+        # On a Redis Cluster the services set (fleet slot) cannot join the MULTI on the service
+        # hash (service slot): it is written right after. A crash in between leaves a hash that
+        # is not listed yet; registering the name again lists it (and moves its audit entry).
+        cluster = is_cluster(self.r)
+        with self.r.pipeline(transaction=True) as pipe:
             pipe.watch(key)
             if pipe.exists(key):
+                if cluster:
+                    self.r.sadd(self.keys.services, name)
+                    self.audit.outbox.drain(name)
                 raise AlreadyExists(f"service {name!r} is already registered")
             pipe.multi()
             pipe.hset(key, mapping=rec.to_hash())
-            pipe.sadd(self.keys.services, name)
-            self.audit.add_to(
+            if not cluster:
+                pipe.sadd(self.keys.services, name)
+            audited = self.audit.add_after(
                 pipe, actor, "registry.register_service", service=name,
                 reason="new service", task=task, features=schema.names,
             )
             pipe.execute()
+        if cluster:
+            self.r.sadd(self.keys.services, name)
+        audited()
         return rec
 
     def services(self) -> list[str]:
@@ -151,12 +163,13 @@ class Registry:
         )
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.version(service, number), mapping=rec.to_hash())
-            self.audit.add_to(
+            audited = self.audit.add_after(
                 pipe, created_by, "registry.add_version", service=service,
                 reason="new candidate", version=number, parent=parent, sha256=sha,
                 metrics=metrics or {},
             )
             pipe.execute()
+        audited()
         return rec
 
     def version(self, service: str, number: int) -> VersionRecord:
@@ -194,11 +207,12 @@ class Registry:
         self.version(service, number)
         with self.r.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.version(service, number), "status", status.value)
-            self.audit.add_to(
+            audited = self.audit.add_after(
                 pipe, actor, "registry.set_status", service=service, reason=reason,
                 version=number, status=status.value,
             )
             pipe.execute()
+        audited()
 
     # --- pointers -----------------------------------------------------------------
     def promote(self, service: str, number: int, *, actor: str, reason: str) -> ServiceRecord:
@@ -335,7 +349,7 @@ class Registry:
     ) -> ServiceRecord:
         """Apply ``change`` to the service hash atomically (optimistic WATCH), with its audit."""
         key = self.keys.service(service)
-        with self.r.pipeline() as pipe:
+        with self.r.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(key)
@@ -349,7 +363,7 @@ class Registry:
                     pipe.hset(key, mapping=fields)
                     for n, st in statuses.items():
                         pipe.hset(self.keys.version(service, n), "status", st.value)
-                    self.audit.add_to(
+                    audited = self.audit.add_after(
                         pipe, actor, action, service=service, reason=reason,
                         champion_before=cur.champion, challenger_before=cur.challenger, **details,
                     )
@@ -357,4 +371,5 @@ class Registry:
                     break
                 except redis.WatchError:
                     continue
+        audited()
         return self.service(service)

@@ -13,6 +13,7 @@ from collections import defaultdict
 
 import redis
 
+from fleet.store import is_cluster
 from fleet.telemetry.writer import TelemetryWriter
 
 
@@ -65,15 +66,29 @@ class TelemetryBuffer:
             return 0
         n = sum(len(v) for v in batch.values())
         try:
-            with self.writer.r.pipeline(transaction=False) as pipe:
-                for key, payloads in batch.items():
-                    self.writer.append_encoded(key, payloads, pipe=pipe)
-                pipe.execute()
+            if is_cluster(self.writer.r):
+                self._flush_each(batch)
+            else:
+                with self.writer.r.pipeline(transaction=False) as pipe:
+                    for key, payloads in batch.items():
+                        self.writer.append_encoded(key, payloads, pipe=pipe)
+                    pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError):
             self._requeue(batch)
             raise
         self.flushed += n
         return n
+
+    def _flush_each(self, batch: dict[str, list[str]]) -> None:
+        """Write stream by stream, dropping each from ``batch`` once written (Redis Cluster).
+
+        A cluster pipeline queues a script as bare EVALSHA and cannot load it on a node that
+        lacks it (NOSCRIPT), so each stream's call goes alone, where redis-py loads the script;
+        a failure then requeues only the streams not written yet, so nothing is written twice.
+        """
+        for key in list(batch):
+            self.writer.append_encoded(key, batch[key])
+            del batch[key]
 
     def _requeue(self, batch: dict[str, list[str]]) -> None:
         with self._lock:

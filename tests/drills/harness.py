@@ -260,7 +260,7 @@ def check_invariants(fleet: Fleet, approvals: ApprovalStore, incidents: Incident
     twice_reg = {k: n for k, n in registry_writes.items() if n > 1}
     assert not twice_reg, f"registry writes happened more than once per incident: {twice_reg}"
 
-    for k in r.scan_iter(match=f"{keys.prefix}:act:*", count=1000):
+    for k in r.scan_iter(match=keys.action("*"), count=1000):
         h = r.hgetall(k)
         ident = (h.get("incident", ""), h.get("name", ""), h.get("args", "{}"))
         if h.get("state") == "done":

@@ -149,7 +149,7 @@ def test_random_sigkills_of_the_loop_lose_no_approval_repeat_no_write_and_end_ev
             r.delete(worker.crash_key(keys.prefix))
             states = Counter(system.runner.status(i).state for i in ids)
             seen["kills_mid_graph"] += bool(states["stalled"])
-            running = {k for k in r.scan_iter(match=f"{keys.prefix}:act:*")
+            running = {k for k in r.scan_iter(match=keys.action("*"))
                        if r.hget(k, "state") == "running"}
             seen["kills_mid_write"] += bool(running - cut_short)
             cut_short |= running

@@ -17,12 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from evals.world import World, attach_world, make_world
 from fleet.approvals import ApprovalRequest
 from fleet.datasets import DriftStream, rotating_hyperplane
 from fleet.schema import Policy
+from fleet.store import connect
 
 DRIFT = 4_000
 SERVICE = "svc"
@@ -37,7 +36,7 @@ def stream() -> DriftStream:
 
 def run_until_approval(url: str, prefix: str, artifacts: Path, ready: Path) -> None:
     """Replay until an approval is pending, tell the test, then block until killed."""
-    r = redis.Redis.from_url(url, decode_responses=True)
+    r = connect(url)
     holder: dict[str, World] = {}
 
     def human(req: ApprovalRequest) -> None:
@@ -61,7 +60,7 @@ def run_until_approval(url: str, prefix: str, artifacts: Path, ready: Path) -> N
 
 def resume(url: str, prefix: str, artifacts: Path, now: float, steps: int) -> None:
     """Attach to the state the killed process left and advance its incidents ``steps`` times."""
-    r = redis.Redis.from_url(url, decode_responses=True)
+    r = connect(url)
     world = attach_world(r, url, prefix=prefix, artifacts=artifacts, stream=stream(), now=now,
                          service=SERVICE, executor=ThreadPoolExecutor(1))
     try:

@@ -10,7 +10,6 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
-import redis.asyncio as aredis
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
@@ -21,6 +20,7 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
+from fleet.store import connect, connect_async
 from graphs.checkpoint_layout import CheckpointKeys, pack, unpack
 from graphs.checkpointer import AsyncRedisSaver, RedisSaver
 
@@ -33,7 +33,7 @@ def prefix(keys) -> str:
 @pytest.fixture()
 def rb(redis_url: str) -> Iterator[redis.Redis]:
     """A bytes client, as the saver needs."""
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url, decode=False)
     yield client
     client.close()
 
@@ -90,11 +90,11 @@ FLAVOURS = ["sync", "async", "async+ttl"]
 async def test_conformance(flavour: str, capability: str, redis_url: str, prefix: str) -> None:
     async def factory() -> AsyncIterator[BaseCheckpointSaver]:
         if flavour == "sync":
-            client = redis.Redis.from_url(redis_url)
+            client = connect(redis_url, decode=False)
             yield SyncAsAsync(RedisSaver(client, prefix=prefix))
             client.close()
         else:
-            aclient = aredis.Redis.from_url(redis_url)
+            aclient = connect_async(redis_url)
             ttl = 3600 if flavour.endswith("+ttl") else None
             yield AsyncRedisSaver(aclient, prefix=prefix, ttl_seconds=ttl)
             await aclient.aclose()
@@ -196,7 +196,7 @@ def test_matches_in_memory_saver(saver: RedisSaver) -> None:
 
 
 def test_rejects_decoding_client(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect(redis_url)
     with pytest.raises(ValueError, match="decode_responses=False"):
         RedisSaver(client)
     client.close()
@@ -252,14 +252,14 @@ def _approval_graph() -> StateGraph:
 
 def test_interrupt_then_resume_with_a_new_saver(redis_url: str, prefix: str) -> None:
     config: RunnableConfig = {"configurable": {"thread_id": f"incident-{uuid.uuid4().hex[:6]}"}}
-    first = redis.Redis.from_url(redis_url)
+    first = connect(redis_url, decode=False)
     graph = _approval_graph().compile(checkpointer=RedisSaver(first, prefix=prefix))
     out = graph.invoke({"request": "rollback v7", "decision": "", "log": []}, config)
     assert [i.value for i in out["__interrupt__"]] == [{"question": "approve rollback v7?"}]
     first.close()
 
     # a new process: new client, new saver, freshly compiled graph
-    second = redis.Redis.from_url(redis_url)
+    second = connect(redis_url, decode=False)
     graph = _approval_graph().compile(checkpointer=RedisSaver(second, prefix=prefix))
     paused = graph.get_state(config)
     assert paused.next == ("approve",)
@@ -285,7 +285,7 @@ async def test_async_subgraph_interrupt_resumes_with_a_new_saver(
     outer.add_edge("ticket", END)
     config: RunnableConfig = {"configurable": {"thread_id": "async-incident"}}
 
-    first = aredis.Redis.from_url(redis_url)
+    first = connect_async(redis_url)
     graph = outer.compile(checkpointer=AsyncRedisSaver(first, prefix=prefix, ttl_seconds=600))
     out = await graph.ainvoke({"request": "promote v8", "decision": "", "log": []}, config)
     assert out["__interrupt__"][0].value == {"question": "approve promote v8?"}
@@ -293,7 +293,7 @@ async def test_async_subgraph_interrupt_resumes_with_a_new_saver(
     # the subgraph checkpointed under its own namespace ("ticket:<task id>", quoted in keys)
     assert any(b":idx:ticket%3A" in k for k in rb.scan_iter(match=f"{prefix}:*"))
 
-    second = aredis.Redis.from_url(redis_url)
+    second = connect_async(redis_url)
     graph = outer.compile(checkpointer=AsyncRedisSaver(second, prefix=prefix, ttl_seconds=600))
     out = await graph.ainvoke(Command(resume="no"), config)
     assert out["decision"] == "no"
