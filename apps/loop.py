@@ -55,6 +55,8 @@ class PassReport:
     resumed: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
+    pruned: dict[str, Any] | None = None
+    """Counts of the retention pass, on the passes that ran one (see fleet.retention)."""
 
 
 class ShardOwner:
@@ -115,8 +117,10 @@ class ShardOwner:
 class Loop:
     """One worker of the background loop over a composed system (see ``apps.system``)."""
 
-    def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None):
+    def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None,
+                 pruner: Any = None):
         self.system = system
+        self.pruner = pruner  # fleet.retention.Pruner, run when due (slow cadence)
         self.cfg = cfg or LoopConfig()
         fleet = system.fleet
         self.leases = Leases(fleet.r, owner=owner)
@@ -138,6 +142,8 @@ class Loop:
         step = self.system.driver.step()
         rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
         rep.errors = step.errors
+        if self.pruner is not None and self.pruner.due(time.time()):
+            rep.pruned = self.pruner.run(now_real=time.time()).summary()
         return rep
 
     def run_forever(self) -> None:
