@@ -202,9 +202,8 @@ def run(
     import logging
 
     from apps.loop import Loop, LoopConfig
-    from apps.system import open_system
-
     from apps.retention_cmd import build_pruner
+    from apps.system import open_system
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(message)s")
@@ -227,7 +226,8 @@ def prune(
 
     with open_system(_settings()) as system:
         if system.fleet.embedded is not None:
-            err.print("note: REDIS_URL is not set; this is a fresh private Redis (nothing to prune)")
+            err.print("note: REDIS_URL is not set; this is a fresh private Redis (nothing to "
+                      "prune)")
         print_report(build_pruner(system, _settings()).run(dry_run=dry_run), console)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 
 from apps.settings import Settings
-from fleet.retention import PruneReport, Pruner, Retention
+from fleet.retention import Pruner, PruneReport, Retention
 from graphs.checkpoint_prune import SaverThreads
 
 

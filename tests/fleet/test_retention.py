@@ -120,7 +120,7 @@ def test_a_closed_incident_is_pruned_in_stages_and_an_open_one_is_never_touched(
 
 
 def test_dry_run_counts_but_removes_nothing(world, clock):
-    closed_id, apr, act = world.incident("gone")
+    closed_id, _, _ = world.incident("gone")
     world.incidents.transition(closed_id, Status.FAILED, actor="test", reason="gave up")
     clock.advance(2_000)
     before = world.all_keys()
