@@ -286,7 +286,7 @@ def serve(
 
 @app.command()
 def bench(
-    only: list[str] = typer.Option([], "--only", help="telemetry, gateway, monitor, llm"),
+    only: list[str] = typer.Option([], "--only", help="telemetry, gateway, monitor, llm, soak"),
     out: Path = typer.Option(Path("out"), help="directory for bench.md and bench.json"),
 ) -> None:
     """Run the benchmarks; each table has a ratio against a named alternative."""

@@ -198,3 +198,13 @@ def test_without_an_archive_the_audit_is_trimmed_only_when_allowed(world, clock)
 def test_retention_windows_must_not_be_negative():
     with pytest.raises(ValueError, match="incident_keep_s"):
         Retention(incident_keep_s=-1)
+
+
+def test_the_pass_is_due_once_per_interval_across_processes(world):
+    first = world.pruner(interval_s=3_600.0)
+    assert first.due(10_000.0)
+    first.run(now_real=10_000.0)
+    other = world.pruner(interval_s=3_600.0)  # another worker sees the same record
+    assert not other.due(10_000.0 + 3_599.0)
+    assert other.due(10_000.0 + 3_600.0)
+    assert not first.run(dry_run=True).errors
