@@ -20,7 +20,8 @@ BENCHES: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
                 monitor.run),
     "llm": ("LLM calls: per incident and per 1,000 quiet ticks vs an agent polled every tick",
             llm.run),
-    "soak": ("Soak: Redis memory and keys over 200 incidents, shortened retention vs none",
+    "soak": ("Soak, 200 incidents: Redis memory and keys, retention short (checkpoints 1 h, "
+             "records and audit 6 h) vs none",
              soak.run),
 }
 

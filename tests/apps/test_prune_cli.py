@@ -50,3 +50,16 @@ def test_flywheel_prune_removes_a_long_closed_incident_and_archives_the_audit(
                 for line in f.read_text().splitlines()]
     assert len(archived) == audit_len and r.xlen(keys.audit) == 0
     assert {e["action"] for e in archived} >= {"incident.open", "approval.approve"}
+
+
+def test_flywheel_run_applies_retention_on_its_first_pass(r, redis_url, keys, clock, tmp_path):
+    world = _World(r, redis_url, keys, clock)
+    closed_id, _, _ = world.incident("gone")
+    world.incidents.transition(closed_id, Status.RESOLVED, actor="test", reason="fixed")
+    done = _flywheel(["run", "--once"], redis_url, keys.prefix, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "'pruned'" in done.stdout and "'incidents': 1" in done.stdout
+    assert not r.exists(keys.incident(closed_id))
+    assert r.hget(keys.retention, "ran_at_real") is not None
+    again = _flywheel(["run", "--once"], redis_url, keys.prefix, tmp_path)
+    assert "'pruned': None" in again.stdout, "the next pass within the interval prunes nothing"
