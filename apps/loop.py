@@ -143,8 +143,19 @@ class Loop:
         rep.started, rep.resumed, rep.expired = step.started, step.resumed, step.expired
         rep.errors = step.errors
         if self.pruner is not None and self.pruner.due(time.time()):
-            rep.pruned = self.pruner.run(now_real=time.time()).summary()
+            rep.pruned = self._prune()
         return rep
+
+    def _prune(self) -> dict[str, Any]:
+        """One retention pass; its failure is reported, it never stops the pass."""
+        try:
+            return self.pruner.run(now_real=time.time()).summary()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the loop backs off and retries
+        except Exception as exc:
+            log.exception(json.dumps({"event": "loop.retention_failed",
+                                      "error": f"{type(exc).__name__}: {exc}"[:300]}))
+            return {"errors": [f"{type(exc).__name__}: {exc}"[:300]]}
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT or :meth:`stop`; Redis outages back off and retry."""

@@ -160,14 +160,16 @@ class Pruner:
             if not mine:
                 rep.errors.append("another process is applying retention now")
                 return rep
+            if not dry_run:
+                # Stamped first: a pass that fails is not retried until the next interval.
+                self.r.hset(self.keys.retention, mapping={
+                    "ran_at": repr(self.clock.now()),
+                    "ran_at_real": repr(now_real if now_real is not None else _real_now())})
             self._incidents(rep, dry_run)
             self._orphans(rep, dry_run)
             self.archiver.run(rep, dry_run=dry_run)
             if not dry_run:
-                self.r.hset(self.keys.retention, mapping={
-                    "ran_at": repr(self.clock.now()),
-                    "ran_at_real": repr(now_real if now_real is not None else _real_now()),
-                    "last": json.dumps(rep.summary(), default=str)})
+                self.r.hset(self.keys.retention, "last", json.dumps(rep.summary(), default=str))
         return rep
 
     # --- closed incidents ---------------------------------------------------------------
