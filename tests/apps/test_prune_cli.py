@@ -14,10 +14,11 @@ from fleet.incidents.lifecycle import Status
 from tests.fleet.test_retention import _World
 
 
-def _flywheel(args: list[str], redis_url: str, prefix: str,
-             home: Path) -> subprocess.CompletedProcess:
+def _flywheel(args: list[str], redis_url: str, prefix: str, home: Path,
+             **extra_env: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "REDIS_URL": redis_url, "FLYWHEEL_PREFIX": prefix,
-           "FLYWHEEL_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+           "FLYWHEEL_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "COLUMNS": "200", **extra_env}
     return subprocess.run([sys.executable, "-c", "from apps.cli import main; main()", *args],
                           env=env, capture_output=True, text=True, timeout=120)
 
@@ -63,3 +64,21 @@ def test_flywheel_run_applies_retention_on_its_first_pass(r, redis_url, keys, cl
     assert r.hget(keys.retention, "ran_at_real") is not None
     again = _flywheel(["run", "--once"], redis_url, keys.prefix, tmp_path)
     assert "'pruned': None" in again.stdout, "the next pass within the interval prunes nothing"
+
+
+def test_inside_its_window_a_pruned_incident_is_still_listed_by_flywheel_incidents(
+        r, redis_url, keys, clock, tmp_path):
+    world = _World(r, redis_url, keys, clock)
+    closed_id, _, _ = world.incident("gone")
+    world.incidents.transition(closed_id, Status.RESOLVED, actor="test", reason="fixed it")
+    long = {"FLYWHEEL_RETENTION_INCIDENT_KEEP_S": "1e12",
+            "FLYWHEEL_RETENTION_APPROVAL_KEEP_S": "1e12",
+            "FLYWHEEL_RETENTION_ACTION_KEEP_S": "1e12"}
+    done = _flywheel(["prune"], redis_url, keys.prefix, tmp_path, **long)
+    assert done.returncode == 0, done.stderr
+    assert "removed: 1 checkpoint thread(s)" in done.stdout
+    assert "removed: 0 closed incident(s)" in done.stdout
+    assert closed_id not in world.threads.key_counts()
+    listed = _flywheel(["incidents", "--all"], redis_url, keys.prefix, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert closed_id in listed.stdout and "resolved" in listed.stdout

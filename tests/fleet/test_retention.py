@@ -82,7 +82,8 @@ WINDOWS = dict(checkpoint_grace_s=100.0, approval_keep_s=500.0, action_keep_s=50
 
 def test_a_closed_incident_is_pruned_in_stages_and_an_open_one_is_never_touched(world, clock):
     open_id, _, _ = world.incident("keep")
-    before_open = world.all_keys()  # every key the open incident (and the fleet) has now
+    world.incidents.transition(open_id, Status.ESCALATED, actor="test", reason="to a person")
+    before_open = world.all_keys()  # every key the escalated incident (and the fleet) has now
     closed_id, apr, act = world.incident("gone")
     assert world.threads.key_counts()[closed_id] > 0
     world.incidents.transition(closed_id, Status.RESOLVED, actor="test", reason="fixed")
