@@ -173,8 +173,11 @@ class Pruner:
         return rep
 
     # --- closed incidents ---------------------------------------------------------------
-    def _closed(self) -> list[_Closed]:
-        """Closed incidents old enough for at least one window (closed_at >= opened_at)."""
+    def _closed(self) -> tuple[list[_Closed], list[str]]:
+        """Closed incidents old enough for a window, and index entries whose record is gone.
+
+        Only incidents opened before the shortest window can qualify (closed_at >= opened_at).
+        """
         now = self.clock.now()
         ids = self.r.zrangebyscore(self.keys.incidents_all, "-inf",
                                    repr(now - self.retention.shortest_s))
@@ -182,15 +185,21 @@ class Pruner:
             for iid in ids:
                 pipe.hmget(self.keys.incident(iid), ["status", "closed_at", "service", "kind"])
             rows = pipe.execute()
-        out = []
+        out, stale = [], []
         for iid, (status, closed_at, service, kind) in zip(ids, rows, strict=True):
-            if status in ("resolved", "failed") and closed_at:
+            if status is None:
+                # Opening writes the record and the index entry in one MULTI, so an entry without
+                # a record is what a removal that died before its last step left behind.
+                stale.append(iid)
+            elif status in ("resolved", "failed") and closed_at:
                 out.append(_Closed(iid, service or "", kind or "", float(closed_at)))
-        return out
+        return out, stale
 
     def _incidents(self, rep: PruneReport, dry_run: bool) -> None:
         now, ret = self.clock.now(), self.retention
-        closed = self._closed()
+        closed, stale = self._closed()
+        if stale and not dry_run:
+            self.r.zrem(self.keys.incidents_all, *stale)
         threads = self.checkpoints.key_counts() if self.checkpoints is not None else {}
         by_incident = self._incident_refs()
         for inc in closed:
@@ -222,8 +231,8 @@ class Pruner:
         if dry_run:
             return
         k = self.keys
-        # One key per command (each key may live in its own cluster slot).
-        self.r.zrem(k.incidents_all, inc.id)
+        # One key per command (each key may live in its own cluster slot). The fleet index goes
+        # last: a pass that dies half-way finds the incident again (or its stale entry) next time.
         if inc.service:
             self.r.zrem(k.incidents_of(inc.service), inc.id)
         self.r.srem(k.incidents_open, inc.id)
@@ -232,7 +241,8 @@ class Pruner:
             self._del_closure(keys=[k.incident_closed(inc.service, inc.kind)],
                               args=[inc.id, repr(self.clock.now()),
                                     repr(self.retention.cooldown_s)])
-        self.r.delete(k.incident(inc.id))  # last: a pass that dies before it is re-run
+        self.r.delete(k.incident(inc.id))
+        self.r.zrem(k.incidents_all, inc.id)
 
     # --- approvals and idempotency records ----------------------------------------------
     def _incident_refs(self) -> _Refs:

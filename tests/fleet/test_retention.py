@@ -209,3 +209,15 @@ def test_the_pass_is_due_once_per_interval_across_processes(world):
     assert not other.due(10_000.0 + 3_599.0)
     assert other.due(10_000.0 + 3_600.0)
     assert not first.run(dry_run=True).errors
+
+
+def test_what_a_pass_that_died_half_way_left_is_cleaned_by_the_next(world, clock):
+    closed_id, _, _ = world.incident("gone")
+    world.incidents.transition(closed_id, Status.RESOLVED, actor="test", reason="fixed")
+    clock.advance(50)
+    # As if a removal died after deleting the record: the fleet index entry and thread remain.
+    world.r.delete(world.keys.incident(closed_id))
+    rep = world.pruner(**WINDOWS).run()
+    assert rep.checkpoint_threads == [closed_id]
+    assert world.r.zscore(world.keys.incidents_all, closed_id) is None
+    assert closed_id not in world.threads.key_counts()
