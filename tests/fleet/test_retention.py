@@ -214,7 +214,7 @@ def test_the_pass_is_due_once_per_interval_across_processes(world):
 def test_what_a_pass_that_died_half_way_left_is_cleaned_by_the_next(world, clock):
     closed_id, _, _ = world.incident("gone")
     world.incidents.transition(closed_id, Status.RESOLVED, actor="test", reason="fixed")
-    clock.advance(50)
+    clock.advance(150)
     # As if a removal died after deleting the record: the fleet index entry and thread remain.
     world.r.delete(world.keys.incident(closed_id))
     rep = world.pruner(**WINDOWS).run()
