@@ -48,8 +48,9 @@ def print_report(rep: PruneReport, console: Console) -> None:
                   highlight=False)
     console.print(f"{verb}: {rep.approvals} approval(s), {rep.approval_pointers} pointer(s), "
                   f"{rep.actions} idempotency record(s)", highlight=False)
-    archived = "would archive" if rep.dry_run else "archived"
-    console.print(f"{archived}: {rep.audit_archived} audit entr(y/ies); trimmed "
+    archived, trimmed = ("would archive", "would trim") if rep.dry_run else ("archived",
+                                                                             "trimmed")
+    console.print(f"{archived}: {rep.audit_archived} audit entries; {trimmed} "
                   f"{rep.audit_trimmed}" + (f" -> {', '.join(rep.audit_files)}"
                                             if rep.audit_files else ""), highlight=False)
     for e in rep.errors:
