@@ -224,16 +224,33 @@ def run(
     import logging
 
     from apps.loop import Loop, LoopConfig
+    from apps.retention_cmd import build_pruner
     from apps.system import open_system
 
     settings = _settings()
     logging.basicConfig(level=settings.log_level, format="%(message)s")
     with open_system(settings, notify=not once) as system:
-        loop = Loop(system, LoopConfig(shards=shards, tick_interval_s=interval))
+        loop = Loop(system, LoopConfig(shards=shards, tick_interval_s=interval),
+                    pruner=build_pruner(system, settings))
         if once:
             console.print(loop.run_once().__dict__)
         else:
             loop.run_forever()
+
+
+@app.command()
+def prune(
+    dry_run: bool = typer.Option(False, "--dry-run", help="only count what would go"),
+) -> None:
+    """Apply retention now: closed incidents' checkpoints, records, approvals; archive the audit."""
+    from apps.retention_cmd import build_pruner, print_report
+    from apps.system import open_system
+
+    with open_system(_settings()) as system:
+        if system.fleet.embedded is not None:
+            err.print("note: REDIS_URL is not set; this is a fresh private Redis (nothing to "
+                      "prune)")
+        print_report(build_pruner(system, _settings()).run(dry_run=dry_run), console)
 
 
 @app.command()
@@ -291,7 +308,7 @@ def serve(
 
 @app.command()
 def bench(
-    only: list[str] = typer.Option([], "--only", help="telemetry, gateway, monitor, llm"),
+    only: list[str] = typer.Option([], "--only", help="telemetry, gateway, monitor, llm, soak"),
     out: Path = typer.Option(Path("out"), help="directory for bench.md and bench.json"),
 ) -> None:
     """Run the benchmarks; each table has a ratio against a named alternative."""

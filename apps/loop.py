@@ -58,6 +58,8 @@ class PassReport:
     errors: dict[str, str] = field(default_factory=dict)
     trainer: str = "ok"
     """The trainer's health: ``ok``, ``rebuilt N times`` or ``broken: why``."""
+    pruned: dict[str, Any] | None = None
+    """Counts of the retention pass, on the passes that ran one (see fleet.retention)."""
 
 
 class ShardOwner:
@@ -119,8 +121,10 @@ class ShardOwner:
 class Loop:
     """One worker of the background loop over a composed system (see ``apps.system``)."""
 
-    def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None):
+    def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None,
+                 pruner: Any = None):
         self.system = system
+        self.pruner = pruner  # fleet.retention.Pruner, run when due (slow cadence)
         self.cfg = cfg or LoopConfig()
         fleet = system.fleet
         self.leases = Leases(fleet.r, owner=owner)
@@ -145,7 +149,20 @@ class Loop:
         if getattr(self.system, "approved", None) is not None:  # approved chat-made requests
             rep.executed = sorted(self.system.approved.sweep(owns=self.shards.owns))
         rep.trainer = self.report_trainer()
+        if self.pruner is not None and self.pruner.due(time.time()):
+            rep.pruned = self._prune()
         return rep
+
+    def _prune(self) -> dict[str, Any]:
+        """One retention pass; its failure is reported, it never stops the pass."""
+        try:
+            return self.pruner.run(now_real=time.time()).summary()
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # the loop backs off and retries
+        except Exception as exc:
+            log.exception(json.dumps({"event": "loop.retention_failed",
+                                      "error": f"{type(exc).__name__}: {exc}"[:300]}))
+            return {"errors": [f"{type(exc).__name__}: {exc}"[:300]]}
 
     def report_trainer(self) -> str:
         """Check the trainer (a broken pool is replaced here) and publish its health in Redis.

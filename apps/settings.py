@@ -72,6 +72,27 @@ class Settings(BaseSettings):
     """Treat ``REDIS_URL`` (``redis://`` or ``rediss://``) as a Redis Cluster node: the same as
     writing it ``redis+cluster://`` (``FLYWHEEL_REDIS_CLUSTER=1``)."""
 
+    # --- retention ---
+    retention_checkpoint_grace_s: float = Field(86_400.0, ge=0)
+    """After an incident closes, its LangGraph thread (every checkpoint) is deleted (1 day)."""
+    retention_incident_keep_s: float = Field(30 * 86_400.0, ge=0)
+    """After an incident closes, its record and index entries are deleted (30 days)."""
+    retention_approval_keep_s: float = Field(30 * 86_400.0, ge=0)
+    """After an incident closes, its decided approvals and their pointers are deleted (30 days)."""
+    retention_action_keep_s: float = Field(30 * 86_400.0, ge=0)
+    """After an incident closes, its idempotency records (``act:``) are deleted (30 days)."""
+    retention_audit_keep_s: float = Field(90 * 86_400.0, ge=0)
+    """Audit entries older than this are archived to JSON lines, then trimmed (90 days)."""
+    retention_audit_archive_dir: Path | None = None
+    """Audit archive directory; unset = ``FLYWHEEL_HOME/audit``."""
+    retention_audit_archive: bool = True
+    """Archive old audit entries before trimming; false = never archive (and never trim unless
+    ``retention_audit_trim_unarchived``)."""
+    retention_audit_trim_unarchived: bool = False
+    """With archiving off, trim old audit entries anyway (they are lost)."""
+    retention_interval_s: float = Field(3_600.0, gt=0)
+    """How often ``flywheel run`` applies retention (seconds)."""
+
     def api_identities(self) -> dict[str, str]:
         """Bearer token -> identity, from ``FLYWHEEL_API_TOKENS`` (empty when unset).
 

@@ -57,7 +57,7 @@ key                                   type      holds
 ``P:F:approvals:pending``             zset      pending approval ids scored by expiry
 ``P:F:approval:open:INC:DIGEST``      string    id of the pending request of one incident for one
                                                 action digest (deleted once decided)
-``P:F:approval:step:INC:S:DIGEST``     string    id of the request one step S (tool call) made,
+``P:F:approval:step:INC:S:DIGEST``    string    id of the request one step S (tool call) made,
                                                 so the step re-run on resume gets it back
 ``P:F:act:KEY``                       hash      idempotency record of one side effect
 ``P:F:approvals:chat``                set       chat-made approval ids whose approval the loop
@@ -70,6 +70,11 @@ key                                   type      holds
                                                 audit cursor of the steps already summarised
 ``P:F:slack:incidents``               set       incident ids whose thread is not closed yet
 ``P:F:slack:delivery:ID``             string    a Slack delivery already handled (retries), TTL
+``P:F:audit:archived``                string    id of the last audit entry archived to the
+                                                JSON-lines files (fleet/audit_archive); entries
+                                                up to it may be trimmed, none after it
+``P:F:retention``                     hash      last retention run: time and what it removed
+``P:F:retention:lock``                string    lease: the one process running retention now
 ``P:cp:{thread}:...``                 various   LangGraph checkpoints (see graphs/checkpointer)
 ``P:F:loop:shard:N``                  string    lease: the loop worker owning shard N
 ``P:F:loop:incident:ID``              string    lease: the loop worker advancing incident ID
@@ -242,6 +247,43 @@ class Keys:
     def slack_delivery(self, delivery_id: str) -> str:
         """Marker of one Slack delivery already handled (so a retry does nothing more)."""
         return self._fleet(f"slack:delivery:{delivery_id}")
+
+    def approval_scan(self) -> str:
+        """SCAN pattern of every approval key (records and their open/step pointers)."""
+        return self._fleet("approval:*")
+
+    def approval_pointer_incident(self, key: str) -> str | None:
+        """The incident of an ``approval:open``/``approval:step`` pointer key, else None.
+
+        >>> Keys("fw").approval_pointer_incident(Keys("fw").approval_open("inc-a-1", "d0"))
+        'inc-a-1'
+        >>> Keys("fw").approval_pointer_incident(Keys("fw").approval("apr-1")) is None
+        True
+        """
+        for kind in ("open", "step"):
+            head = self._fleet(f"approval:{kind}:")
+            if key.startswith(head):
+                return key[len(head):].split(":", 1)[0]
+        return None
+
+    def action_scan(self) -> str:
+        """SCAN pattern of every idempotency record."""
+        return self._fleet("act:*")
+
+    @property
+    def audit_archived(self) -> str:
+        """Id of the last audit entry written to the archive (trimming never passes it)."""
+        return self._fleet("audit:archived")
+
+    @property
+    def retention(self) -> str:
+        """Hash of the last retention run (time, counts)."""
+        return self._fleet("retention")
+
+    @property
+    def retention_lock(self) -> str:
+        """Lease held by the one process applying retention."""
+        return self._fleet("retention:lock")
 
     def checkpoint_prefix(self) -> str:
         """Prefix under which the LangGraph checkpointer keeps its keys.

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
-from evals.bench import gateway, llm, monitor, telemetry
+from evals.bench import gateway, llm, monitor, soak, telemetry
 from evals.bench.table import markdown, show
 
 BENCHES: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
@@ -20,6 +20,9 @@ BENCHES: dict[str, tuple[str, Callable[[], list[dict[str, Any]]]]] = {
                 monitor.run),
     "llm": ("LLM calls: per incident and per 1,000 quiet ticks vs an agent polled every tick",
             llm.run),
+    "soak": ("Soak, 200 incidents: Redis memory and keys, retention short (checkpoints 1 h, "
+             "records and audit 6 h) vs none",
+             soak.run),
 }
 
 
