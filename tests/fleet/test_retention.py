@@ -20,6 +20,7 @@ from fleet.incidents import IncidentStore, Signal
 from fleet.incidents.lifecycle import Status
 from fleet.retention import Pruner, Retention
 from fleet.schema import Policy
+from fleet.store import connect
 from graphs.checkpoint_prune import SaverThreads
 from graphs.checkpointer import RedisSaver
 
@@ -37,7 +38,7 @@ class _World:
         self.incidents = IncidentStore(r, keys, clock, self.audit, cooldown_s=0.0)
         self.approvals = ApprovalStore(r, keys, clock, self.audit)
         self.ledger = ActionLedger(r, keys, clock, audit=self.audit)
-        self.saver = RedisSaver(redis.Redis.from_url(redis_url), prefix=keys.checkpoint_prefix())
+        self.saver = RedisSaver(connect(redis_url, decode=False), prefix=keys.checkpoint_prefix())
         g = StateGraph(_S)
         g.add_node("a", lambda s: {"n": s["n"] + 1})
         g.add_node("b", lambda s: {"n": s["n"] * 2})
