@@ -254,7 +254,7 @@ def test_flywheel_run_survives_its_trainer_worker_killed_between_jobs(
     first, second = Case("one", "retrain_promote"), Case("two", "retrain_promote")
     seed_case(fleet, first, model)
     env = {**os.environ, "REDIS_URL": redis_url, "FLYWHEEL_PREFIX": keys.prefix,
-           "FLYWHEEL_HOME": str(tmp_path / "artifacts"), "PYTHONPATH": str(ROOT),
+           "FLYWHEEL_HOME": str(tmp_path), "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("FLYWHEEL_MODEL", None)
     log = tmp_path / "run.log"
