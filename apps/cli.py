@@ -47,6 +47,22 @@ def _settings() -> Settings:
     return Settings()
 
 
+def _fleet_settings() -> Settings:
+    """Settings of a command that reads the fleet; without REDIS_URL it says so on stderr."""
+    settings = _settings()
+    if settings.redis_url is None:
+        typer.echo("flywheel: REDIS_URL is not set, so this uses a private, empty Redis that is "
+                   "deleted on exit; set REDIS_URL to your fleet's Redis to see it", err=True)
+    return settings
+
+
+class LogFormatOpt(StrEnum):
+    """Choices of ``--log-format``."""
+
+    json = "json"
+    text = "text"
+
+
 def _os_user() -> dict[str, str]:
     """The OS account running the CLI, recorded beside the self-declared ``--user``.
 
@@ -68,7 +84,7 @@ def services() -> None:
     from apps.runtime import open_fleet
     from apps.views import services_table
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_fleet_settings()) as fleet:
         if fleet.embedded is not None:
             err.print("note: REDIS_URL is not set; this is a fresh private Redis (empty fleet)")
         console.print(services_table(fleet.registry))
@@ -80,7 +96,7 @@ def versions(service: str = typer.Argument(..., help="service name")) -> None:
     from apps.runtime import open_fleet
     from apps.views import versions_table
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_fleet_settings()) as fleet:
         console.print(versions_table(fleet.registry, service))
 
 
@@ -95,7 +111,7 @@ def incidents(
     from apps.views import incidents_table
     from fleet.incidents import IncidentStore
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_fleet_settings()) as fleet:
         if service is not None:
             fleet.registry.service(service)  # an unknown name fails with the known ones
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
@@ -123,7 +139,7 @@ def ack(
     from fleet.incidents import IncidentStore
     from fleet.incidents.acknowledge import ACK_REASON, acknowledge
 
-    with open_fleet(_settings(), audit_context=_os_user()) as fleet:
+    with open_fleet(_fleet_settings(), audit_context=_os_user()) as fleet:
         store = IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit)
         inc = acknowledge(store, fleet.registry, incident_id, user=user,
                           reason=reason or ACK_REASON, accept=accept)
@@ -139,7 +155,7 @@ def status() -> None:
     from fleet.incidents import IncidentStore
     from fleet.monitor import MonitorStateStore
 
-    with open_fleet(_settings()) as fleet:
+    with open_fleet(_fleet_settings()) as fleet:
         pending = len(ApprovalStore(fleet.r, fleet.keys, fleet.clock, fleet.audit).pending())
         console.print(status_table(
             fleet.registry, IncidentStore(fleet.r, fleet.keys, fleet.clock, fleet.audit),
@@ -219,19 +235,20 @@ def run(
     shards: int = typer.Option(16, min=1, help="fixed number of service shards"),
     interval: float = typer.Option(5.0, min=0.1, help="seconds between passes"),
     once: bool = typer.Option(False, help="run one pass and exit"),
+    log_format: LogFormatOpt | None = typer.Option(
+        None, "--log-format", help="json (default, or FLYWHEEL_LOG_FORMAT) or text"),
 ) -> None:
     """Run the background loop: monitor ticks, incidents, approvals (needs REDIS_URL to share)."""
-    import logging
-
+    from apps.logs import AuditTail, configure
     from apps.loop import Loop, LoopConfig
     from apps.retention_cmd import build_pruner
     from apps.system import open_system
 
-    settings = _settings()
-    logging.basicConfig(level=settings.log_level, format="%(message)s")
+    settings = _fleet_settings()
+    configure(settings.log_level, log_format.value if log_format else settings.log_format)
     with open_system(settings, notify=not once) as system:
         loop = Loop(system, LoopConfig(shards=shards, tick_interval_s=interval),
-                    pruner=build_pruner(system, settings))
+                    pruner=build_pruner(system, settings), events=AuditTail(system.fleet.audit))
         if once:
             console.print(loop.run_once().__dict__)
         else:
@@ -246,7 +263,7 @@ def prune(
     from apps.retention_cmd import build_pruner, print_report
     from apps.system import open_system
 
-    with open_system(_settings()) as system:
+    with open_system(_fleet_settings()) as system:
         if system.fleet.embedded is not None:
             err.print("note: REDIS_URL is not set; this is a fresh private Redis (nothing to "
                       "prune)")
@@ -264,7 +281,7 @@ def chat(
     from apps.chat import repl
     from apps.system import open_system
 
-    with open_system(_settings(), audit_context=_os_user()) as system:
+    with open_system(_fleet_settings(), audit_context=_os_user()) as system:
         repl(system, console, user=user, thread=thread, once=message)
 
 
@@ -280,7 +297,7 @@ def approvals(
 
     if action not in ("list", "approve", "reject"):
         raise typer.BadParameter(f"{action!r}: use list, approve or reject")
-    with open_system(_settings(), audit_context=_os_user()) as system:
+    with open_system(_fleet_settings(), audit_context=_os_user()) as system:
         store = system.approvals
         if action == "list":
             for a in store.pending():

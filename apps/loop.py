@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from apps.logs import AuditTail, fields
 from fleet.keys import Keys
 from fleet.leases import Leases, shard_of
 
@@ -60,6 +61,12 @@ class PassReport:
     """The trainer's health: ``ok``, ``rebuilt N times`` or ``broken: why``."""
     pruned: dict[str, Any] | None = None
     """Counts of the retention pass, on the passes that ran one (see fleet.retention)."""
+
+    @property
+    def busy(self) -> bool:
+        """Whether the pass did or found anything beyond ticking (logged at INFO, else DEBUG)."""
+        return bool(self.signals or self.started or self.resumed or self.expired
+                    or self.executed or self.errors or self.pruned or self.trainer != "ok")
 
 
 class ShardOwner:
@@ -103,7 +110,7 @@ class ShardOwner:
                 for s in list(self.owned):
                     self.leases.renew(self.keys.loop_shard(s), self.cfg.shard_ttl_s)
             except redis.RedisError as exc:  # the pass backs off; the next renewal may work
-                log.warning(json.dumps({"event": "loop.keepalive_failed", "error": str(exc)}))
+                log.warning("loop.keepalive_failed", extra=fields(error=str(exc)))
 
     def owns(self, service: str) -> bool:
         """Whether this worker owns ``service``'s shard."""
@@ -122,9 +129,10 @@ class Loop:
     """One worker of the background loop over a composed system (see ``apps.system``)."""
 
     def __init__(self, system: Any, cfg: LoopConfig | None = None, *, owner: str | None = None,
-                 pruner: Any = None):
+                 pruner: Any = None, events: AuditTail | None = None):
         self.system = system
         self.pruner = pruner  # fleet.retention.Pruner, run when due (slow cadence)
+        self.events = events  # logs this worker's services' audit entries, one line each
         self.cfg = cfg or LoopConfig()
         fleet = system.fleet
         self.leases = Leases(fleet.r, owner=owner)
@@ -151,7 +159,13 @@ class Loop:
         rep.trainer = self.report_trainer()
         if self.pruner is not None and self.pruner.due(time.time()):
             rep.pruned = self._prune()
+        if self.events is not None:  # last: the entries this pass wrote are logged by it
+            self.events.emit(owns=self._logs_for)
         return rep
+
+    def _logs_for(self, service: str) -> bool:
+        """Whether this worker logs an audit entry of ``service`` (fleet-wide: shard 0's owner)."""
+        return self.shards.owns(service) if service else 0 in self.shards.owned
 
     def _prune(self) -> dict[str, Any]:
         """One retention pass; its failure is reported, it never stops the pass."""
@@ -160,8 +174,8 @@ class Loop:
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # the loop backs off and retries
         except Exception as exc:
-            log.exception(json.dumps({"event": "loop.retention_failed",
-                                      "error": f"{type(exc).__name__}: {exc}"[:300]}))
+            log.exception("loop.retention_failed",
+                          extra=fields(error=f"{type(exc).__name__}: {exc}"[:300]))
             return {"errors": [f"{type(exc).__name__}: {exc}"[:300]]}
 
     def report_trainer(self) -> str:
@@ -179,15 +193,15 @@ class Loop:
         if gone:
             r.hdel(keys.loop_trainers, *gone)
         if health.state == "broken":
-            log.warning(json.dumps({"event": "loop.trainer_broken", "worker": self.leases.owner,
-                                    "error": health.error}))
+            log.warning("loop.trainer_broken",
+                        extra=fields(worker=self.leases.owner, error=health.error))
         return health.summary
 
     def run_forever(self) -> None:
         """Loop until SIGTERM/SIGINT or :meth:`stop`; Redis outages back off and retry."""
         self._install_signals()
         backoff = 1.0
-        log.info(json.dumps({"event": "loop.start", "worker": self.leases.owner}))
+        log.info("loop.start", extra=fields(worker=self.leases.owner))
         keeping = threading.Event()
         keeper = threading.Thread(target=self.shards.keep_alive, args=(keeping,), daemon=True,
                                   name="loop-keepalive")
@@ -197,18 +211,20 @@ class Loop:
                 try:
                     rep = self.run_once()
                     backoff = 1.0
-                    log.info(json.dumps({"event": "loop.pass", "worker": self.leases.owner,
-                                         **rep.__dict__}))
+                    # A quiet pass (nothing started, resumed, expired, run or failed) is DEBUG:
+                    # at INFO the log carries only what changed.
+                    log.log(logging.INFO if rep.busy else logging.DEBUG, "loop.pass",
+                            extra=fields(worker=self.leases.owner, **rep.__dict__))
                     self.stop_event.wait(self.cfg.tick_interval_s)
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    log.warning(json.dumps({"event": "loop.redis_down", "error": str(exc),
-                                            "retry_in_s": backoff}))
+                    log.warning("loop.redis_down", extra=fields(error=str(exc),
+                                                                retry_in_s=backoff))
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
                 except Exception as exc:  # a bug in one pass must not stop the daemon
-                    log.exception(json.dumps({"event": "loop.error", "worker": self.leases.owner,
-                                              "error": f"{type(exc).__name__}: {exc}"[:300],
-                                              "retry_in_s": backoff}))
+                    log.exception("loop.error", extra=fields(
+                        worker=self.leases.owner, error=f"{type(exc).__name__}: {exc}"[:300],
+                        retry_in_s=backoff))
                     self.stop_event.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
         finally:
@@ -216,7 +232,7 @@ class Loop:
             keeper.join()
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
                 self.shards.release_all()  # if Redis is down, the leases expire by themselves
-            log.info(json.dumps({"event": "loop.stop", "worker": self.leases.owner}))
+            log.info("loop.stop", extra=fields(worker=self.leases.owner))
 
     def stop(self) -> None:
         """Ask the loop to finish its current pass and exit."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     model: str | None = None
     """litellm model string for the agents (e.g. ``openai/gpt-4o-mini``); unset = runbook brain."""
     log_level: str = "INFO"
+    """Level of the process log (``DEBUG`` also shows quiet loop passes)."""
+    log_format: Literal["json", "text"] = "json"
+    """Lines of ``flywheel run`` / ``flywheel serve``: one JSON object each, or readable text."""
 
     slack_bot_token: SecretStr | None = None
     """Slack bot token (``xoxb-``); unset = no Slack."""

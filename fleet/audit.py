@@ -111,21 +111,22 @@ class Audit:
                 continue
             if action_prefix and not f.get("action", "").startswith(action_prefix):
                 continue
-            out.append(
-                AuditEntry(
-                    id=sid,
-                    ts=float(f.get("ts", 0)),
-                    actor=f.get("actor", ""),
-                    action=f.get("action", ""),
-                    service=f.get("service", ""),
-                    reason=f.get("reason", ""),
-                    details=json.loads(f.get("details") or "{}"),
-                )
-            )
+            out.append(_entry(sid, f))
             if len(out) >= count:
                 break
         out.reverse()
         return out
+
+    def last_id(self) -> str:
+        """Id of the newest entry (``0-0`` when the stream is empty): a cursor for :meth:`after`."""
+        newest = self.r.xrevrange(self.keys.audit, count=1)
+        return str(newest[0][0]) if newest else "0-0"
+
+    def after(self, cursor: str, *, count: int = 500) -> list[AuditEntry]:
+        """Up to ``count`` entries written after stream id ``cursor``, oldest first."""
+        # XREAD (not XRANGE with an exclusive "(" bound, which needs Redis 6.2) without BLOCK.
+        found = self.r.xread({self.keys.audit: cursor}, count=count)
+        return [_entry(sid, f) for _key, batch in found for sid, f in batch]
 
     def add_after(
         self,
@@ -158,3 +159,15 @@ class Audit:
     def outbox(self) -> AuditOutbox:
         """The services' audit outboxes (used on a Redis Cluster only)."""
         return AuditOutbox(self.r, self.keys)
+
+
+def _entry(sid: str, f: dict[str, str]) -> AuditEntry:
+    return AuditEntry(
+        id=sid,
+        ts=float(f.get("ts", 0)),
+        actor=f.get("actor", ""),
+        action=f.get("action", ""),
+        service=f.get("service", ""),
+        reason=f.get("reason", ""),
+        details=json.loads(f.get("details") or "{}"),
+    )

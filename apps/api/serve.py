@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from apps.api.app import create_api_from_system
 from apps.api.chat import Chat
+from apps.logs import configure
 from apps.serving import build_gateway, single_threaded_models
 from apps.settings import Settings
 from apps.system import System, open_system
@@ -29,7 +30,7 @@ def serve_api_forever(settings: Settings, *, host: str, port: int) -> None:
     Raises:
         InvalidInput: the API tokens or the Slack settings are incomplete.
     """
-    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure(settings.log_level, settings.log_format)
     if settings.redis_url is None:
         log.warning("REDIS_URL is not set: serving a fresh private Redis (an empty fleet); set "
                     "REDIS_URL to the fleet's Redis")
@@ -41,7 +42,9 @@ def serve_api_forever(settings: Settings, *, host: str, port: int) -> None:
             with _slack(settings, system, chat) as mount_slack:
                 app = create_api_from_system(system, settings, gateway=gateway, chat=chat)
                 mount_slack(app)
-                uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower())
+                # log_config=None: uvicorn's lines go through the one handler, in the same format.
+                uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
+                            log_config=None)
         finally:
             gateway.buffer.close()
 

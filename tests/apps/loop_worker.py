@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from apps.logs import configure
 from apps.loop import Loop, LoopConfig
 from apps.runtime import build_fleet
 from apps.system import System, build_system
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--stall-service", default=None)
     p.add_argument("--stall-seconds", type=float, default=3_600.0)
     a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    configure("INFO", "json")
     fleet = build_fleet(connect(a.redis_url), a.redis_url, prefix=a.prefix,
                         artifacts=a.artifacts, clock=SystemClock())
     system = build_system(fleet)
