@@ -110,8 +110,8 @@ def test_run_logs_each_transition_retrain_promotion_rollback_and_escalation_once
     assert set(logged) == written
     for svc in ("lat", "rej", "one"):
         assert one("incident.open", svc)["incident"] == ids[svc]
-        assert [x["previous"] for x in events if x["event"] == "incident.investigating"
-                and x["service"] == svc][0] == "open"
+        assert next(x["previous"] for x in events if x["event"] == "incident.investigating"
+                and x["service"] == svc) == "open"
     assert one("incident.resolved", "lat")["level"] == "INFO"
     escalated = one("incident.escalated", "rej")
     assert escalated["level"] == "WARNING" and escalated["incident"] == ids["rej"]
