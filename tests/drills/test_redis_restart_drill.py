@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from apps.logs import FIELDS
 from apps.loop import Loop, LoopConfig
 from apps.system import System
 from fleet.embedded_redis import EmbeddedRedis
@@ -147,8 +148,9 @@ def test_a_redis_crash_while_approvals_are_pending_loses_neither_them_nor_the_ch
     assert rep.statuses == {"resolved": 3}, rep.statuses
     assert rep.approvals == {"approve": 2}, rep.approvals
     assert (fleet.registry.service("rb").champion, fleet.registry.service("pr").champion) == (1, 2)
-    waits = [m for m in caplog.messages if "loop.redis_down" in m]
-    assert '"retry_in_s": 1.0' in waits[0] and '"retry_in_s": 2.0' in waits[1], waits[:2]
+    waits = [getattr(rec, FIELDS)["retry_in_s"] for rec in caplog.records
+             if rec.getMessage() == "loop.redis_down"]
+    assert waits[:2] == [1.0, 2.0], waits[:2]
     failed = [e for e in audit_entries(fleet.r, fleet) if e["action"] == "incident.transition"
               and e["details"].get("status") == "failed"]
     assert not failed, failed
